@@ -1,0 +1,59 @@
+# Chancery — every developer and CI entry point. `make run` and `make test` do all set-up.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PACKAGES := shared deploy services/identity services/orders services/ca-signer services/ledger services/audit
+STAMP := $(VENV)/.chancery-installed
+
+.PHONY: help venv system-packages run up down status test test-unit test-e2e lint compose lock clean
+
+help:
+	@echo "make run     - embedded Chancery on http://127.0.0.1:$${CHANCERY_PORT:-8080} (SQLite, in-memory bus)"
+	@echo "make test    - install what is missing, then unit, embedded and distributed tests"
+	@echo "make up/down - the distributed stack on this machine (RabbitMQ, PostgreSQL, gunicorn, nginx)"
+	@echo "make lint    - ruff"
+
+$(STAMP): requirements.lock $(foreach p,$(PACKAGES),$(p)/pyproject.toml)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation $(foreach p,$(PACKAGES),-e $(p))
+	touch $@
+
+venv: $(STAMP)
+
+# Debian packages for the distributed mode and its tests (root only; a no-op when present).
+system-packages:
+	@bash deploy/install-system-packages.sh
+
+run: venv
+	$(BIN)/chancery embedded
+
+up: venv system-packages
+	$(BIN)/chancery-stack up
+
+down:
+	$(BIN)/chancery-stack down
+
+status:
+	$(BIN)/chancery-stack status
+
+test: venv system-packages
+	$(BIN)/python -m pytest
+
+test-unit: venv
+	$(BIN)/python -m pytest -m "not e2e"
+
+lint: venv
+	$(BIN)/ruff check .
+
+compose: venv
+	$(BIN)/chancery-stack compose > docker-compose.yml
+
+lock:
+	rm -rf /tmp/chancery-lock && $(PYTHON) -m venv /tmp/chancery-lock
+	/tmp/chancery-lock/bin/pip install --quiet -r requirements.in
+	/tmp/chancery-lock/bin/pip freeze --all | grep -v '^pip==' > requirements.lock
+
+clean:
+	rm -rf $(VENV) var

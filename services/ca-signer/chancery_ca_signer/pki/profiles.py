@@ -1,0 +1,325 @@
+"""The subscriber TLS server certificate profile (BR 7.1.2.7, the SC-62 profile).
+
+Extensions, in the order they are encoded:
+
+* basicConstraints CA:FALSE, critical (BR: MAY; kept for old clients).
+* keyUsage, critical: digitalSignature. ``keyEncipherment`` is added for RSA keys
+  only on request (``rsa_key_encipherment=True``): BR 7.1.2.7.11 allows it, but pkilint
+  warns when an RSA certificate asserts both bits, and it only serves the deprecated
+  static-RSA TLS 1.2 key exchange. compliance.md lists it as "plus keyEncipherment
+  for RSA"; we default to the pkilint-clean choice and keep the switch.
+* extendedKeyUsage serverAuth only.
+* subjectAltName with every name (critical when the subject is empty, RFC 5280).
+* authorityKeyIdentifier (keyIdentifier only).
+* subjectKeyIdentifier: omitted for BR levels (BR: NOT RECOMMENDED, pkilint warns);
+  included for ``private`` (RFC 5280 SHOULD for end entities).
+* authorityInformationAccess: OCSP + caIssuers.
+* certificatePolicies: the CA/B Forum reserved OID of the level, alone and first
+  (no qualifiers: BR NOT RECOMMENDED). ``private`` uses a private policy OID instead.
+* cRLDistributionPoints: the issuing CA's CRL.
+
+Subject (BR 7.1.2.7.2-4): DV carries nothing by default; OV carries C, ST, L, O; EV
+adds the EVG attributes. commonName is "NOT RECOMMENDED" by the BR (pkilint warns), so
+it is omitted unless ``include_common_name=True``, in which case it is the first SAN.
+
+The ``private`` level is for a *private* hierarchy only: the BR do not apply to it, and
+a publicly-trusted issuing CA must never issue it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import enum
+import ipaddress
+from dataclasses import dataclass, fields
+from typing import Mapping, Optional, Sequence, Union
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
+
+from .urls import ca_urls
+
+__all__ = [
+    "ValidationLevel",
+    "POLICY_OID_DV",
+    "POLICY_OID_OV",
+    "POLICY_OID_IV",
+    "POLICY_OID_EV",
+    "DEFAULT_PRIVATE_POLICY_OID",
+    "SubjectFields",
+    "new_serial_number",
+    "policy_oid_for",
+    "build_subject",
+    "build_tls_server_certificate",
+]
+
+POLICY_OID_DV = "2.23.140.1.2.1"
+POLICY_OID_OV = "2.23.140.1.2.2"
+POLICY_OID_IV = "2.23.140.1.2.3"
+POLICY_OID_EV = "2.23.140.1.1"
+
+#: Placeholder policy OID for ``private`` certificates, under PEN 32473, which RFC 5612
+#: reserves for documentation and examples, so it can never collide with a real
+#: organisation's arc. Operators MUST configure an OID under their own IANA Private
+#: Enterprise Number (e.g. 1.3.6.1.4.1.<PEN>.1.2.1) and pass it as
+#: ``private_policy_oid``. (A 2.25.<UUID> OID would need no registration, but its
+#: 128-bit arc is beyond what pkilint's and some clients' decoders accept.)
+DEFAULT_PRIVATE_POLICY_OID = "1.3.6.1.4.1.32473.1.2.1"
+
+
+class ValidationLevel(str, enum.Enum):
+    """How the subscriber was validated; selects policy OID, subject and lint profile."""
+
+    DV = "dv"
+    OV = "ov"
+    EV = "ev"
+    PRIVATE = "private"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def policy_oid_for(level: Union[ValidationLevel, str], private_policy_oid: str = DEFAULT_PRIVATE_POLICY_OID) -> str:
+    """The certificate policy OID a certificate of ``level`` carries."""
+    level = ValidationLevel(level)
+    return {
+        ValidationLevel.DV: POLICY_OID_DV,
+        ValidationLevel.OV: POLICY_OID_OV,
+        ValidationLevel.EV: POLICY_OID_EV,
+        ValidationLevel.PRIVATE: private_policy_oid,
+    }[level]
+
+
+def new_serial_number() -> int:
+    """A fresh serial: 159 CSPRNG bits, positive and below 2^159 (BR 7.1: >= 64 random bits)."""
+    while True:
+        serial = x509.random_serial_number()
+        if 0 < serial < 2**159:
+            return serial
+
+
+_ALIASES = {
+    "o": "organization_name",
+    "organization": "organization_name",
+    "organizationname": "organization_name",
+    "c": "country",
+    "countryname": "country",
+    "st": "state_or_province",
+    "state": "state_or_province",
+    "stateorprovincename": "state_or_province",
+    "l": "locality",
+    "localityname": "locality",
+    "street": "street_address",
+    "streetaddress": "street_address",
+    "postalcode": "postal_code",
+    "serialnumber": "serial_number",
+    "businesscategory": "business_category",
+    "jurisdictioncountryname": "jurisdiction_country",
+    "jurisdictionc": "jurisdiction_country",
+    "jurisdictionstateorprovincename": "jurisdiction_state_or_province",
+    "jurisdictionst": "jurisdiction_state_or_province",
+    "jurisdictionlocalityname": "jurisdiction_locality",
+    "jurisdictionl": "jurisdiction_locality",
+}
+
+
+@dataclass(frozen=True)
+class SubjectFields:
+    """Verified organization details for OV/EV (and optionally private) subjects."""
+
+    organization_name: Optional[str] = None
+    country: Optional[str] = None  # ISO 3166-1 alpha-2, upper case
+    state_or_province: Optional[str] = None
+    locality: Optional[str] = None
+    street_address: Optional[str] = None  # EV only (BR: NOT RECOMMENDED for OV)
+    postal_code: Optional[str] = None  # EV only
+    serial_number: Optional[str] = None  # EV: registration number
+    business_category: Optional[str] = None  # EV: "Private Organization", ...
+    jurisdiction_country: Optional[str] = None  # EV
+    jurisdiction_state_or_province: Optional[str] = None  # EV
+    jurisdiction_locality: Optional[str] = None  # EV
+
+    @classmethod
+    def from_mapping(cls, data: Optional[Mapping[str, Optional[str]]]) -> "SubjectFields":
+        """Build from a dict using field names or X.500 short names (O, C, ST, L, ...).
+
+        Unknown keys raise ``ValueError`` rather than being silently dropped, so a
+        verified attribute can never vanish from a certificate unnoticed.
+        """
+        if data is None:
+            return cls()
+        if isinstance(data, SubjectFields):
+            return data
+        known = {f.name for f in fields(cls)}
+        values: dict[str, Optional[str]] = {}
+        for key, value in data.items():
+            norm = key if key in known else _ALIASES.get(key.replace("_", "").replace("-", "").lower())
+            if norm is None:
+                raise ValueError(f"unknown subject field {key!r}")
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"subject field {key!r} must be a string")
+            if value is not None and value.strip() != value:
+                raise ValueError(f"subject field {key!r} has leading or trailing spaces")
+            values[norm] = value or None
+        return cls(**values)
+
+
+def build_subject(
+    level: Union[ValidationLevel, str],
+    subject_fields: Optional[Union[SubjectFields, Mapping[str, Optional[str]]]],
+    common_name: Optional[str] = None,
+) -> x509.Name:
+    """The subject DN for ``level``, attributes in BR 7.1.4.2 order.
+
+    DV ignores organization details entirely (a DV subject must not carry them).
+    OV and EV require organization name and country, and state or locality.
+    """
+    level = ValidationLevel(level)
+    sf = SubjectFields.from_mapping(subject_fields)  # type: ignore[arg-type]
+    attrs: list[tuple[ObjectIdentifier, Optional[str]]] = []
+    if level is not ValidationLevel.DV:
+        if level in (ValidationLevel.OV, ValidationLevel.EV):
+            missing = [n for n in ("organization_name", "country") if not getattr(sf, n)]
+            if missing:
+                raise ValueError(f"{level.value.upper()} subject requires {', '.join(missing)}")
+            if not (sf.state_or_province or sf.locality):
+                raise ValueError(f"{level.value.upper()} subject requires a state/province or locality")
+        if level is ValidationLevel.EV:
+            missing = [n for n in ("serial_number", "business_category", "jurisdiction_country") if not getattr(sf, n)]
+            if missing:
+                raise ValueError(f"EV subject requires {', '.join(missing)}")
+        attrs += [
+            (NameOID.COUNTRY_NAME, sf.country),
+            (NameOID.STATE_OR_PROVINCE_NAME, sf.state_or_province),
+            (NameOID.LOCALITY_NAME, sf.locality),
+        ]
+        if level in (ValidationLevel.EV, ValidationLevel.PRIVATE):
+            attrs += [
+                (NameOID.POSTAL_CODE, sf.postal_code),
+                (NameOID.STREET_ADDRESS, sf.street_address),
+            ]
+        attrs.append((NameOID.ORGANIZATION_NAME, sf.organization_name))
+        if level is ValidationLevel.EV:
+            attrs += [
+                (NameOID.BUSINESS_CATEGORY, sf.business_category),
+                (NameOID.JURISDICTION_COUNTRY_NAME, sf.jurisdiction_country),
+                (NameOID.JURISDICTION_STATE_OR_PROVINCE_NAME, sf.jurisdiction_state_or_province),
+                (NameOID.JURISDICTION_LOCALITY_NAME, sf.jurisdiction_locality),
+                (NameOID.SERIAL_NUMBER, sf.serial_number),
+            ]
+    attrs.append((NameOID.COMMON_NAME, common_name))
+    return x509.Name(
+        [x509.RelativeDistinguishedName([x509.NameAttribute(oid, value)]) for oid, value in attrs if value]
+    )
+
+
+def _issuer_ski(issuer_cert: x509.Certificate) -> x509.SubjectKeyIdentifier:
+    try:
+        return issuer_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    except x509.ExtensionNotFound:
+        raise ValueError("issuer certificate has no subject key identifier") from None
+
+
+def build_tls_server_certificate(
+    *,
+    issuer_cert: x509.Certificate,
+    subject_public_key: Union[rsa.RSAPublicKey, ec.EllipticCurvePublicKey],
+    level: Union[ValidationLevel, str],
+    dns_names: Sequence[str],
+    ip_addresses: Sequence[str] = (),
+    subject_fields: Optional[Union[SubjectFields, Mapping[str, Optional[str]]]] = None,
+    serial: int,
+    not_before: _dt.datetime,
+    not_after: _dt.datetime,
+    public_base_url: str,
+    include_common_name: bool = False,
+    private_policy_oid: str = DEFAULT_PRIVATE_POLICY_OID,
+    rsa_key_encipherment: bool = False,
+) -> x509.CertificateBuilder:
+    """The to-be-signed subscriber certificate, as a builder ready for signing.
+
+    ``dns_names`` must already be normalised (lower case, A-labels); validity must
+    already be capped (see :mod:`.validity`). Signing is not done here so the same
+    builder can be signed by a throwaway key for linting and by the CA key for real.
+    """
+    level = ValidationLevel(level)
+    if not dns_names and not ip_addresses:
+        raise ValueError("at least one name is required")
+    if not 0 < serial < 2**159:
+        raise ValueError("serial must be positive and below 2^159")
+
+    general_names: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
+    general_names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ip_addresses]
+    first_name = dns_names[0] if dns_names else str(ipaddress.ip_address(ip_addresses[0]))
+    subject = build_subject(level, subject_fields, first_name if include_common_name else None)
+    urls = ca_urls(public_base_url, issuer_cert)
+    is_rsa = isinstance(subject_public_key, rsa.RSAPublicKey)
+
+    builder = (
+        x509.CertificateBuilder()
+        .serial_number(serial)
+        .issuer_name(issuer_cert.subject)
+        .subject_name(subject)
+        .public_key(subject_public_key)
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=is_rsa and rsa_key_encipherment,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(general_names), critical=len(subject) == 0)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(_issuer_ski(issuer_cert)),
+            critical=False,
+        )
+    )
+    if level is ValidationLevel.PRIVATE:
+        builder = builder.add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(subject_public_key), critical=False
+        )
+    builder = (
+        builder.add_extension(
+            x509.AuthorityInformationAccess(
+                [
+                    x509.AccessDescription(x509.AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(urls.ocsp)),
+                    x509.AccessDescription(
+                        x509.AuthorityInformationAccessOID.CA_ISSUERS, x509.UniformResourceIdentifier(urls.ca_issuers)
+                    ),
+                ]
+            ),
+            critical=False,
+        )
+        .add_extension(
+            x509.CertificatePolicies(
+                [x509.PolicyInformation(ObjectIdentifier(policy_oid_for(level, private_policy_oid)), None)]
+            ),
+            critical=False,
+        )
+        .add_extension(
+            x509.CRLDistributionPoints(
+                [
+                    x509.DistributionPoint(
+                        full_name=[x509.UniformResourceIdentifier(urls.crl)],
+                        relative_name=None,
+                        reasons=None,
+                        crl_issuer=None,
+                    )
+                ]
+            ),
+            critical=False,
+        )
+    )
+    return builder

@@ -1,0 +1,1 @@
+"""identity: accounts, business units, users and roles; the only signer of access tokens."""

@@ -1,0 +1,1 @@
+"""Chancery's common library: mechanisms every service uses, never one service's rules."""

@@ -1,0 +1,252 @@
+"""The event catalogue: one marshmallow schema per ``(type, schema_version)``.
+
+These payloads are a public contract (internal systems subscribe to them), so they
+live here, beside the envelope, and both the producer and every consumer validate
+against them. Changes are additive: a field is added to a schema, never renamed or
+removed; a breaking change is a new ``schema_version`` registered beside the old one.
+Unknown fields are accepted so that an older consumer survives a newer producer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import INCLUDE, Schema, fields, validate
+
+_REGISTRY: dict[tuple[str, int], Schema] = {}
+COMMANDS = frozenset({"ca_signer.certificate.sign", "ca_signer.certificate.revoke"})
+
+
+class Payload(Schema):
+    class Meta:
+        unknown = INCLUDE
+
+
+def register(type_: str, version: int = 1):
+    """Class decorator: the payload schema of ``type_`` at ``version``."""
+
+    def wrap(cls: type[Schema]) -> type[Schema]:
+        _REGISTRY[(type_, version)] = cls()
+        return cls
+
+    return wrap
+
+
+def register_many(types: list[str], cls: type[Schema], version: int = 1) -> None:
+    for type_ in types:
+        _REGISTRY[(type_, version)] = cls()
+
+
+def known_types() -> list[str]:
+    return sorted({type_ for type_, _ in _REGISTRY})
+
+
+def validate_data(type_: str, version: int, data: Any) -> dict[str, Any] | list[str]:
+    schema = _REGISTRY.get((type_, version))
+    if schema is None:
+        return [f"unknown message type {type_} version {version}"]
+    return schema.validate(data)
+
+
+Id = fields.String
+Cents = lambda **kw: fields.Integer(validate=validate.Range(min=0), **kw)  # noqa: E731
+Time = fields.String  # RFC 3339 text, kept verbatim on the wire
+
+# --- identity ------------------------------------------------------------------------
+
+
+@register("identity.account.created")
+class AccountCreated(Payload):
+    name = fields.String(required=True)
+
+
+class UserChanged(Payload):
+    user_id = Id(required=True)
+    email = fields.String(required=True)
+    name = fields.String(required=True)
+    role = fields.String(required=True)
+    unit_ids = fields.List(Id(), required=True)
+    active = fields.Boolean()
+
+
+register_many(["identity.user.created", "identity.user.updated", "identity.user.deactivated"],
+              UserChanged)
+
+
+class UnitChanged(Payload):
+    unit_id = Id(required=True)
+    name = fields.String(required=True)
+
+
+register_many(["identity.unit.created", "identity.unit.updated"], UnitChanged)
+
+
+class SessionEvent(Payload):
+    user_id = Id(allow_none=True)
+    email = fields.String(allow_none=True)
+    method = fields.String(required=True)
+    reason = fields.String(allow_none=True)
+
+
+register_many(["identity.session.created", "identity.login.failed"], SessionEvent)
+
+
+class ApiKeyChanged(Payload):
+    key_id = Id(required=True)
+    name = fields.String(required=True)
+
+
+register_many(["identity.api_key.created", "identity.api_key.revoked"], ApiKeyChanged)
+
+# --- orders --------------------------------------------------------------------------
+
+
+class DomainChanged(Payload):
+    domain_id = Id(required=True)
+    name = fields.String(required=True)
+    method = fields.String(required=True)
+    validated_until = Time(allow_none=True)
+
+
+register_many(["orders.domain.submitted", "orders.domain.validated", "orders.domain.failed",
+               "orders.domain.expired"], DomainChanged)
+
+
+@register("orders.order.submitted")
+class OrderSubmitted(Payload):
+    order_id = Id(required=True)
+    status = fields.String(required=True)
+    product = fields.String(required=True)
+    term_years = fields.Integer(required=True)
+    server_type = fields.String(allow_none=True)
+    common_name = fields.String(required=True)
+    sans = fields.List(fields.String(), required=True)
+    unit_id = Id(allow_none=True)
+    requester_id = Id(required=True)
+    price_cents = Cents(required=True)
+
+
+@register("orders.order.edited")
+class OrderEdited(Payload):
+    order_id = Id(required=True)
+    changes = fields.Dict(required=True)
+
+
+@register("orders.order.approved")
+class OrderApproved(Payload):
+    order_id = Id(required=True)
+    price_cents = Cents(required=True)
+    unit_id = Id(allow_none=True)
+    product = fields.String()
+
+
+class OrderClosed(Payload):
+    order_id = Id(required=True)
+    reason = fields.String(allow_none=True)
+
+
+register_many(["orders.order.rejected", "orders.order.cancelled"], OrderClosed)
+
+
+class OrderOutcome(Payload):
+    order_id = Id(required=True)
+    serial = fields.String(allow_none=True)
+    reason = fields.String(allow_none=True)
+
+
+register_many(["orders.order.issued", "orders.order.failed"], OrderOutcome)
+
+
+@register("orders.order.assignees_changed")
+class AssigneesChanged(Payload):
+    order_id = Id(required=True)
+    user_ids = fields.List(Id(), required=True)
+
+
+@register("orders.renewal.notice_sent")
+class RenewalNoticeSent(Payload):
+    order_id = Id(required=True)
+    days_left = fields.Integer(required=True)
+    recipients = fields.List(fields.String(), required=True)
+
+# --- ca-signer -----------------------------------------------------------------------
+
+
+@register("ca_signer.certificate.sign")
+class SignCertificate(Payload):
+    order_id = Id(required=True)
+    issuance_id = Id(required=True)
+    csr_pem = fields.String(required=True)
+    profile = fields.String(required=True)
+    subject = fields.Dict(required=True)
+    sans = fields.List(fields.String(), required=True, validate=validate.Length(min=1))
+    not_after = Time(allow_none=True)
+
+
+@register("ca_signer.certificate.revoke")
+class RevokeCertificate(Payload):
+    serial = fields.String(required=True)
+    reason = fields.String(required=True)
+
+
+@register("ca_signer.certificate.issued")
+class CertificateIssued(Payload):
+    order_id = Id(required=True)
+    issuance_id = Id(required=True)
+    serial = fields.String(required=True)
+    issuer_id = Id(required=True)
+    not_before = Time(required=True)
+    not_after = Time(required=True)
+    sans = fields.List(fields.String(), required=True)
+    certificate_pem = fields.String(required=True)
+    chain_pem = fields.String(required=True)
+
+
+@register("ca_signer.certificate.rejected")
+class CertificateRejected(Payload):
+    order_id = Id(required=True)
+    issuance_id = Id(required=True)
+    reason = fields.String(required=True)
+    lint_findings = fields.List(fields.Dict(), required=True)
+
+
+@register("ca_signer.certificate.revoked")
+class CertificateRevoked(Payload):
+    serial = fields.String(required=True)
+    reason = fields.String(required=True)
+    revoked_at = Time(required=True)
+
+
+@register("ca_signer.crl.published")
+class CrlPublished(Payload):
+    issuer_id = Id(required=True)
+    number = fields.Integer(required=True)
+    entries = fields.Integer(required=True)
+
+# --- ledger --------------------------------------------------------------------------
+
+
+class DepositChanged(Payload):
+    deposit_id = Id(required=True)
+    method = fields.String(required=True, validate=validate.OneOf(["card", "purchase_order"]))
+    amount_cents = Cents(required=True)
+
+
+register_many(["ledger.deposit.settled", "ledger.deposit.declined", "ledger.deposit.pending"],
+              DepositChanged)
+
+
+class FundsMoved(Payload):
+    order_id = Id(required=True)
+    amount_cents = Cents(required=True)
+    available_cents = Cents(required=True)
+
+
+register_many(["ledger.funds.reserved", "ledger.funds.declined", "ledger.funds.captured",
+               "ledger.funds.released"], FundsMoved)
+
+
+@register("ledger.balance.low")
+class BalanceLow(Payload):
+    available_cents = Cents(required=True)
+    threshold_cents = Cents(required=True)
