@@ -138,8 +138,9 @@ class LocalPostgres:
         """Create (once) and configure the cluster; safe to repeat on every `up`."""
         self.stack_dir.mkdir(parents=True, exist_ok=True)
         root = self.root
-        if running_as_root() and root.exists() and root.stat().st_uid != pwd.getpwnam(SUPERUSER).pw_uid:
-            raise StackError(f"{root} exists but is not owned by {SUPERUSER}; remove it or pick "
+        owner_uid = pwd.getpwnam(SUPERUSER).pw_uid if running_as_root() else os.geteuid()
+        if root.exists() and root.stat().st_uid != owner_uid:
+            raise StackError(f"{root} exists but belongs to another user; remove it or pick "
                              "another CHANCERY_PG_PORT")
         for directory in (root, self.socket_dir):
             directory.mkdir(parents=True, exist_ok=True)
@@ -160,7 +161,8 @@ class LocalPostgres:
             raise StackError(f"initdb failed:\n{result.stdout}{result.stderr}")
         conf = self.data_dir / "postgresql.conf"
         with conf.open("a") as handle:
-            handle.write("\n# Chancery stack settings (rewritten on every start)\ninclude = 'chancery.conf'\n")
+            handle.write("\n# Chancery stack settings (rewritten on every start)\n"
+                         "include = 'chancery.conf'\n")
 
     def _server_settings(self) -> str:
         return "\n".join([
@@ -190,6 +192,8 @@ class LocalPostgres:
         link.symlink_to(self.log_file)
 
     def postmaster_pid(self) -> int | None:
+        if self._root is None and self._recorded_root() is None:
+            return None  # never prepared: nothing can be running, and nothing to choose yet
         try:
             first = (self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0].strip()
         except (FileNotFoundError, PermissionError):
@@ -237,7 +241,8 @@ class LocalPostgres:
         with self.admin_connect() as conn:
             for db in self.databases:
                 role, name = sql.Identifier(db.role), sql.Identifier(db.name)
-                exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (db.role,)).fetchone()
+                exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s",
+                                      (db.role,)).fetchone()
                 verb = "ALTER" if exists else "CREATE"
                 conn.execute(sql.SQL(verb + " ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE "
                                      "PASSWORD {}").format(role, sql.Literal(db.password)))
@@ -250,8 +255,8 @@ class LocalPostgres:
         import psycopg
 
         try:
-            with psycopg.connect(host="127.0.0.1", port=self.port, user=db.role, password=db.password,
-                                 dbname=db.name, connect_timeout=3) as conn:
+            with psycopg.connect(host="127.0.0.1", port=self.port, user=db.role,
+                                 password=db.password, dbname=db.name, connect_timeout=3) as conn:
                 conn.execute("SELECT 1")
             return True
         except psycopg.Error:
@@ -262,11 +267,11 @@ class LocalPostgres:
         for db in self.databases:
             ok = wait_for(lambda db=db: self.can_login(db), max(deadline - time.monotonic(), 1))
             if not ok:
-                raise StackError(f"PostgreSQL does not accept role {db.role} on 127.0.0.1:{self.port}\n"
-                                 f"--- {self.log_file}\n{tail(self.log_file)}")
+                raise StackError(f"PostgreSQL does not accept role {db.role} on 127.0.0.1:"
+                                 f"{self.port}\n--- {self.log_file}\n{tail(self.log_file)}")
 
     def stop(self, timeout: float = 60) -> None:
-        if not (self.data_dir / "PG_VERSION").exists() or not self.alive():
+        if not self.alive():
             return
         result = self._run([self._bin("pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w",
                             "-t", str(int(timeout)), "stop"], timeout=timeout + 10)
@@ -282,6 +287,8 @@ class LocalPostgres:
 
     def destroy(self) -> None:
         """Delete the cluster's files (after stop)."""
+        if self._root is None and self._recorded_root() is None:
+            return
         if self.root.exists():
             shutil.rmtree(self.root, ignore_errors=True)
         self.location_file.unlink(missing_ok=True)

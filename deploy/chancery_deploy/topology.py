@@ -15,7 +15,7 @@ import re
 import secrets
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Literal
 
 ProcessKind = Literal["migrate", "web", "relay", "consumer"]
@@ -148,10 +148,15 @@ class Ports:
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
-    """True when nothing listens on host:port (checked by binding, not connecting)."""
+    """True when nothing listens on host:port (checked by binding, not connecting).
+
+    SO_REUSEADDR as the servers themselves set it, so connections lingering in
+    TIME_WAIT after a stop do not count as "in use".
+    """
     if not 0 < port < 65536:
         return False
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
@@ -399,11 +404,13 @@ def compose_topology(signer_workers: int = 2) -> Topology:
     )
 
 
-PASSTHROUGH_EXAMPLES = ("CHANCERY_DEV_PASSWORD", "CHANCERY_PUBLIC_BASE_URL",
-                        "CHANCERY_CA_KEY_PASSPHRASE", "CHANCERY_LOG_LEVEL")
+PASSTHROUGH_EXAMPLES = ("CHANCERY_DEV_PASSWORD", "CHANCERY_DEV_BOOTSTRAP",
+                        "CHANCERY_PUBLIC_BASE_URL", "CHANCERY_CA_KEY_PASSPHRASE",
+                        "CHANCERY_IDENTITY_KEY_PASSPHRASE")
 """Caller variables the compose file forwards by name (locally every CHANCERY_* is)."""
 
-_NEVER_PASSED = re.compile(r"^CHANCERY_[A-Z0-9_]+_(DATABASE_URL|DB_PASSWORD)$|^CHANCERY_BROKER_PASSWORD$")
+_NEVER_PASSED = re.compile(
+    r"^CHANCERY_[A-Z0-9_]+_(DATABASE_URL|DB_PASSWORD)$|^CHANCERY_BROKER_PASSWORD$")
 
 
 def passthrough(environ: Mapping[str, str]) -> dict[str, str]:
@@ -428,6 +435,3 @@ def process_environment(proc: AppProcess, environ: Mapping[str, str],
     env.update(proc.env)
     return env
 
-
-def with_signer_workers(topology: Topology, workers: int) -> Topology:
-    return replace(topology, signer_workers=workers)

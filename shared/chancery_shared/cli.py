@@ -19,7 +19,8 @@ import signal
 import sys
 import threading
 
-from chancery_shared import config as cfg, migrations
+from chancery_shared import config as cfg
+from chancery_shared import migrations
 from chancery_shared.service import Runtime, build, service_classes
 
 

@@ -76,7 +76,9 @@ def load(cls: type[T], environ: Mapping[str, str] | None = None) -> T:
             continue
         raw = environ.get(env)
         if raw is None or raw == "":
-            if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            no_default = (field.default is dataclasses.MISSING
+                          and field.default_factory is dataclasses.MISSING)
+            if no_default:
                 problems[env] = "is required"
             continue
         try:

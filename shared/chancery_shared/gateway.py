@@ -25,7 +25,8 @@ class Gateway:
                 self._routes.append((prefix, apps_by_api_name[api_name]))
         self._routes.sort(key=lambda route: -len(route[0]))
 
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    def __call__(self, environ: dict[str, Any],
+                 start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         for prefix, app in self._routes:
             if path.startswith(prefix) or path == prefix.rstrip("/"):

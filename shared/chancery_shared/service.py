@@ -21,7 +21,8 @@ import flask_smorest
 from flask import Flask, current_app
 from sqlalchemy import MetaData
 
-from chancery_shared import config as cfg, db, migrations
+from chancery_shared import config as cfg
+from chancery_shared import db, migrations
 from chancery_shared.auth.tokens import TokenVerifier, http_jwks_fetcher
 from chancery_shared.messaging import broker
 from chancery_shared.messaging.consumer import Handler, MessageConsumer

@@ -40,7 +40,8 @@ class TokenFactory:
         user_id = user_id or str(uuid.uuid4())
         claims = {"iss": self.issuer, "aud": self.audience, "sub": user_id, "typ": "access",
                   "iat": now, "nbf": now, "exp": now + lifetime, "jti": uuid.uuid4().hex,
-                  "email": email or f"{user_id[:8]}@example.com", "name": name or f"User {user_id[:8]}",
+                  "email": email or f"{user_id[:8]}@example.com",
+                  "name": name or f"User {user_id[:8]}",
                   "role": role, "acct": account_id, "units": list(unit_ids)}
         claims.update(overrides)
         return jwt.encode(claims, self.key, algorithm="EdDSA", headers={"kid": self.kid})
@@ -67,3 +68,15 @@ def wait_for(probe: Callable[[], T], *, timeout: float = 15.0, interval: float =
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {message}")
         time.sleep(interval)
+
+
+def purge_broker(url: str = "memory://") -> None:
+    """Empty every queue of the topology (the in-memory broker is one per process)."""
+    from chancery_shared.messaging import broker, topology
+
+    with broker.connect(url) as connection:
+        channel = connection.channel()
+        topology.declare(channel)
+        for spec in topology.QUEUES.values():
+            topology.kombu_queue(spec)(channel).purge()
+            topology.kombu_dead_queue(spec.name)(channel).purge()

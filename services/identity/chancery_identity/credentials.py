@@ -11,13 +11,13 @@ from typing import Any
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from chancery_shared.messaging.envelope import utcnow
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from chancery_identity.model import SigningKey, User
-from chancery_shared.messaging.envelope import utcnow
 
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
 # Verifying against this keeps an unknown e-mail as slow as a wrong password.

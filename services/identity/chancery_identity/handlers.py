@@ -5,10 +5,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
-
-from chancery_identity.credentials import TokenIssuer, hash_password, verify_password
-from chancery_identity.model import ACCOUNT_ROLES, Account, Unit, User
 from chancery_shared.auth.tokens import OPERATOR, Principal
 from chancery_shared.messaging.envelope import Actor, Context
 from chancery_shared.messaging.unit_of_work import UnitOfWork
@@ -19,6 +15,10 @@ from chancery_shared.web.problems import (
     NotFound,
     Unauthenticated,
 )
+from sqlalchemy import func, select
+
+from chancery_identity.credentials import TokenIssuer, hash_password, verify_password
+from chancery_identity.model import ACCOUNT_ROLES, Account, Unit, User
 
 log = logging.getLogger(__name__)
 MIN_PASSWORD_LENGTH = 12

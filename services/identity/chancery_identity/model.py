@@ -5,12 +5,11 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Boolean, Column, DateTime, ForeignKey, MetaData, String, Table, Text
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
-
 from chancery_shared.auth.tokens import OPERATOR, ROLES
 from chancery_shared.messaging.envelope import utcnow
 from chancery_shared.messaging.tables import MessagingTables
+from sqlalchemy import Boolean, Column, DateTime, ForeignKey, MetaData, String, Table, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 metadata = MetaData(naming_convention={
     "ix": "ix_%(column_0_label)s", "uq": "uq_%(table_name)s_%(column_0_name)s",

@@ -1,6 +1,6 @@
 """identity's HTTP input and output schemas (they generate the OpenAPI document)."""
 
-from marshmallow import Schema, fields, validate, validates_schema, ValidationError
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from chancery_identity.model import ACCOUNT_ROLES
 

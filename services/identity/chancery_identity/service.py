@@ -7,10 +7,11 @@ import logging
 from datetime import timedelta
 from pathlib import Path
 
-from chancery_identity import handlers, model, views
-from chancery_identity.credentials import TokenIssuer
 from chancery_shared import config as cfg
 from chancery_shared.service import Runtime, Service
+
+from chancery_identity import handlers, model, views
+from chancery_identity.credentials import TokenIssuer
 
 log = logging.getLogger(__name__)
 DEV_KEY_PASSPHRASE = "chancery-dev-identity-key-passphrase"

@@ -20,7 +20,8 @@ from kombu.mixins import ConsumerMixin
 from marshmallow import ValidationError
 from sqlalchemy.exc import IntegrityError
 
-from chancery_shared.messaging import broker, envelope as envelopes, topology
+from chancery_shared.messaging import broker, topology
+from chancery_shared.messaging import envelope as envelopes
 from chancery_shared.messaging.envelope import Envelope
 from chancery_shared.messaging.unit_of_work import UnitOfWork
 

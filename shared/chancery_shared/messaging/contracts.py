@@ -244,6 +244,8 @@ class FundsMoved(Payload):
 
 register_many(["ledger.funds.reserved", "ledger.funds.declined", "ledger.funds.captured",
                "ledger.funds.released"], FundsMoved)
+# a waiting (never held) request closed because its order ended; nothing moved
+register_many(["ledger.funds.withdrawn"], FundsMoved)
 
 
 @register("ledger.balance.low")

@@ -40,6 +40,9 @@ class UnitOfWork:
     def __exit__(self, *exc_info: Any) -> None:
         try:
             if not self._committed:
+                # Detach first: read-only work ends here too, and its objects must stay
+                # readable (for the response) instead of being expired by the rollback.
+                self.session.expunge_all()
                 self.session.rollback()
         finally:
             self.session.close()

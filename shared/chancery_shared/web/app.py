@@ -19,8 +19,13 @@ from typing import Any
 
 import flask_smorest
 from flask import Flask, Response, g, request
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
 from werkzeug.exceptions import HTTPException
 
 from chancery_shared.auth.policy import is_public, public
@@ -85,7 +90,8 @@ def create_app(*, service: str, api_name: str, title: str, description: str,
                blueprints: Sequence[flask_smorest.Blueprint], verifier: TokenVerifier | None,
                trusted_proxies: Iterable[str] = ("127.0.0.1", "::1"),
                readiness_checks: dict[str, Callable[[], None]] | None = None,
-               max_body_bytes: int = 1024 * 1024, extra_routes: Callable[[Flask], None] | None = None,
+               max_body_bytes: int = 1024 * 1024,
+               extra_routes: Callable[[Flask], None] | None = None,
                config: dict[str, Any] | None = None) -> Flask:
     prefix = f"/api/{api_name}"
     app = Flask(f"chancery_{service.replace('-', '_')}")

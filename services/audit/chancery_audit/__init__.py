@@ -1,0 +1,1 @@
+"""audit: every account's audit log, built from every message on the bus."""

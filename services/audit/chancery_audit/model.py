@@ -1,0 +1,161 @@
+"""The audit domain: one append-only log per account, one entry per message on the bus.
+
+Entries are written once and never changed. Each belongs to a *log* — the account's,
+or the platform's for platform-wide messages — and carries its position in that log
+(``sequence``, 1, 2, 3…). The hash chain that makes a log tamper-evident will link
+entries in that order and keep its head beside ``AuditLog.last_sequence``; nothing
+here needs to change shape for it.
+
+Free-text columns are unbounded on purpose: a message is validated by its producer,
+not by us, and the log must not refuse an entry because a name or a summary was long.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from chancery_shared.messaging.envelope import Envelope, utcnow
+from chancery_shared.messaging.tables import MessagingTables
+
+metadata = MetaData(naming_convention={
+    "ix": "ix_%(column_0_label)s", "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s"})
+messaging = MessagingTables(metadata)
+
+PLATFORM_LOG = "platform"  # the log of messages that belong to no account
+Position = BigInteger().with_variant(Integer, "sqlite")
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def as_utc(moment: datetime) -> datetime:
+    """SQLite hands datetimes back without their zone; every time we store is UTC."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def log_key(account_id: str | None) -> str:
+    """The log an entry belongs to: its account's, or the platform's."""
+    return f"account:{account_id}" if account_id is not None else PLATFORM_LOG
+
+
+class Base(DeclarativeBase):
+    metadata = metadata
+
+
+class AuditLog(Base):
+    """The head of one append-only log (an account's, or the platform's).
+
+    Appending locks this row, so positions in a log are dense and never shared even
+    with several audit consumers; the hash chain will keep its head hash here too.
+    """
+
+    __tablename__ = "audit_logs"
+    key: Mapped[str] = mapped_column(String, primary_key=True)
+    account_id: Mapped[str | None] = mapped_column(String)
+    last_sequence: Mapped[int] = mapped_column(Position, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    def next_sequence(self) -> int:
+        self.last_sequence = (self.last_sequence or 0) + 1
+        return self.last_sequence
+
+
+class AuditEntry(Base):
+    """What happened, who did it, when, from where, to what — one message on the bus."""
+
+    __tablename__ = "audit_entries"
+    __table_args__ = (
+        UniqueConstraint("log_key", "sequence", name="uq_audit_entries_log_sequence"),
+        Index("ix_audit_entries_account_at", "account_id", "at", "id"),
+        Index("ix_audit_entries_at", "at", "id"),
+        Index("ix_audit_entries_user_at", "user_id", "at"),
+        # LIKE 'prefix%' can use a PostgreSQL btree only with the pattern operator class.
+        Index("ix_audit_entries_action", "action",
+              postgresql_ops={"action": "text_pattern_ops"}),
+        Index("ix_audit_entries_correlation", "correlation_id"),
+        Index("ix_audit_entries_target", "target"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    event_id: Mapped[str] = mapped_column(String(36), unique=True)
+    log_key: Mapped[str] = mapped_column(ForeignKey("audit_logs.key"))
+    sequence: Mapped[int] = mapped_column(Position)
+    account_id: Mapped[str | None] = mapped_column(String)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # when it happened
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    user_id: Mapped[str | None] = mapped_column(String)
+    user_name: Mapped[str | None] = mapped_column(Text)  # or the service, for automatic steps
+    ip: Mapped[str | None] = mapped_column(String)
+    service: Mapped[str] = mapped_column(String)
+    action: Mapped[str] = mapped_column(String)
+    subject_type: Mapped[str] = mapped_column(String)
+    subject_id: Mapped[str] = mapped_column(Text)
+    target: Mapped[str] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(Text)
+    correlation_id: Mapped[str] = mapped_column(String)
+    causation_id: Mapped[str | None] = mapped_column(String)
+    schema_version: Mapped[int] = mapped_column(Integer)
+    envelope: Mapped[str] = mapped_column(Text)  # the message exactly as received
+    units: Mapped[list[AuditEntryUnit]] = relationship(
+        lazy="selectin", cascade="all, delete-orphan", order_by="AuditEntryUnit.unit_id")
+
+    @classmethod
+    def from_envelope(cls, envelope: Envelope, *, log: AuditLog,
+                      unit_ids: Iterable[str]) -> AuditEntry:
+        """The entry of ``envelope``, appended at the end of ``log``."""
+        actor = envelope.actor
+        subject_type, subject_id = envelope.subject["type"], envelope.subject["id"]
+        return cls(
+            event_id=envelope.event_id, log_key=log.key, sequence=log.next_sequence(),
+            account_id=envelope.account_id,
+            at=as_utc(datetime.fromisoformat(envelope.occurred_at)), recorded_at=utcnow(),
+            user_id=actor.get("user_id"), user_name=actor.get("user_name") or actor.get("system"),
+            ip=actor.get("ip"), service=envelope.source, action=envelope.type,
+            subject_type=subject_type, subject_id=subject_id,
+            target=f"{subject_type}:{subject_id}", description=envelope.summary,
+            correlation_id=envelope.correlation_id, causation_id=envelope.causation_id,
+            schema_version=envelope.schema_version, envelope=envelope.to_json(),
+            units=[AuditEntryUnit(unit_id=unit_id) for unit_id in sorted(set(unit_ids))],
+        )
+
+    @property
+    def unit_ids(self) -> list[str]:
+        return [unit.unit_id for unit in self.units]
+
+    @property
+    def message(self) -> dict[str, Any]:
+        return json.loads(self.envelope)
+
+
+class AuditEntryUnit(Base):
+    """A business unit an entry concerns: what a unit administrator may read."""
+
+    __tablename__ = "audit_entry_units"
+    __table_args__ = (Index("ix_audit_entry_units_unit", "unit_id", "entry_id"),)
+
+    entry_id: Mapped[str] = mapped_column(ForeignKey("audit_entries.id", ondelete="CASCADE"),
+                                          primary_key=True)
+    unit_id: Mapped[str] = mapped_column(String, primary_key=True)

@@ -1,0 +1,88 @@
+"""Fixtures: the audit service on a real SQLite file, its consumer, tokens, a recorder."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from chancery_audit.service import AUDIT_QUEUE, AuditService
+from chancery_shared.messaging.consumer import MessageConsumer
+from chancery_shared.messaging.envelope import Actor, Context, Envelope, isoformat, new_envelope
+from chancery_shared.testing import TokenFactory, make_runtime
+
+ACCOUNT = "acct-" + "a" * 31
+OTHER_ACCOUNT = "acct-" + "b" * 31
+ALICE = "user-alice"
+
+
+@pytest.fixture
+def tokens() -> TokenFactory:
+    return TokenFactory()
+
+
+@pytest.fixture
+def audit(tmp_path, tokens) -> Iterator[AuditService]:
+    service = AuditService(make_runtime(tmp_path, tokens))
+    service.migrate()
+    yield service
+    service.dispose()
+
+
+@pytest.fixture
+def client(audit):
+    return audit.create_app().test_client()
+
+
+@pytest.fixture
+def consumer(audit) -> MessageConsumer:
+    return MessageConsumer(AUDIT_QUEUE, audit.message_handlers()[AUDIT_QUEUE], audit.uow,
+                           "memory://")
+
+
+Record = Callable[..., Envelope]
+
+
+@pytest.fixture
+def record(consumer) -> Record:
+    """Put one message through the audit consumer, as the bus would deliver it."""
+
+    def record(type_: str = "orders.order.approved", *, data: dict[str, Any] | None = None,
+               account_id: str | None = ACCOUNT, user: tuple[str, str] | None = (ALICE, "Alice Ng"),
+               system: str | None = None, ip: str | None = "203.0.113.7",
+               subject: tuple[str, str] | None = None, summary: str | None = None,
+               correlation_id: str | None = None, at: datetime | None = None,
+               source: str | None = None) -> Envelope:
+        if data is None:
+            data = {"order_id": str(uuid.uuid4()), "price_cents": 1000, "unit_id": None}
+        actor = Actor.service(system) if system else Actor(user_id=user[0], user_name=user[1],
+                                                           ip=ip)
+        subject = subject or ("order", data.get("order_id") or str(uuid.uuid4()))
+        envelope = new_envelope(
+            type=type_, source=source or type_.split(".")[0],
+            context=Context(actor=actor, account_id=account_id), subject_type=subject[0],
+            subject_id=subject[1], summary=summary or f"{actor.user_name or system} did {type_}",
+            data=data, correlation_id=correlation_id)
+        if at is not None:
+            envelope = dataclasses.replace(envelope, occurred_at=isoformat(at))
+        assert consumer.handle(envelope) is True
+        return envelope
+
+    return record
+
+
+@pytest.fixture
+def as_role(tokens) -> Callable[..., dict[str, str]]:
+    """Authorization headers for a caller of ``role`` (in ``ACCOUNT`` unless told)."""
+
+    def headers(role: str, account_id: str | None = ACCOUNT,
+                unit_ids: tuple[str, ...] = ()) -> dict[str, str]:
+        if role == "operator":
+            account_id = None
+        return tokens.headers(role=role, account_id=account_id, unit_ids=unit_ids)
+
+    return headers

@@ -1,0 +1,248 @@
+"""Every message on the bus becomes exactly one entry, with who, when, where and what."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+
+import pytest
+from kombu import Producer
+from sqlalchemy import func, select
+
+from chancery_audit import handlers
+from chancery_audit.model import AuditEntry, AuditLog
+from chancery_shared.messaging import broker, contracts, topology
+from chancery_shared.messaging.envelope import Actor, Context, new_envelope
+from chancery_shared.testing import wait_for
+
+from .conftest import ACCOUNT, OTHER_ACCOUNT
+
+ORDER = "0f5c6b1e-7e4b-4a55-9d0a-3f0c8c2b9a11"
+UNIT = "unit-engineering"
+DOMAIN = {"domain_id": "dom-1", "name": "example.com", "method": "dns-txt",
+          "validated_until": None}
+USER = {"user_id": "user-bob", "email": "bob@example.com", "name": "Bob Roe", "role": "limited",
+        "unit_ids": [UNIT]}
+FUNDS = {"order_id": ORDER, "amount_cents": 12900, "available_cents": 100}
+DEPOSIT = {"deposit_id": "dep-1", "method": "card", "amount_cents": 50000}
+
+# One sample per message type: (subject type, subject id, payload). Adding a message
+# type to the catalogue without a sample here fails test_every_message_type_is_recorded.
+SAMPLES: dict[str, tuple[str, str, dict]] = {
+    "identity.account.created": ("account", ACCOUNT, {"name": "Example Corp"}),
+    "identity.user.created": ("user", "user-bob", USER),
+    "identity.user.updated": ("user", "user-bob", {**USER, "role": "unit_admin"}),
+    "identity.user.deactivated": ("user", "user-bob", {**USER, "active": False}),
+    "identity.unit.created": ("unit", UNIT, {"unit_id": UNIT, "name": "Engineering"}),
+    "identity.unit.updated": ("unit", UNIT, {"unit_id": UNIT, "name": "R&D"}),
+    "identity.session.created": ("user", "user-bob",
+                                 {"user_id": "user-bob", "email": "bob@example.com",
+                                  "method": "password"}),
+    "identity.login.failed": ("user", "bob@example.com",
+                              {"user_id": None, "email": "bob@example.com", "method": "password",
+                               "reason": "bad credentials"}),
+    "identity.api_key.created": ("api_key", "key-1", {"key_id": "key-1", "name": "CI"}),
+    "identity.api_key.revoked": ("api_key", "key-1", {"key_id": "key-1", "name": "CI"}),
+    "orders.domain.submitted": ("domain", "dom-1", DOMAIN),
+    "orders.domain.validated": ("domain", "dom-1",
+                                {**DOMAIN, "validated_until": "2027-11-26T00:00:00Z"}),
+    "orders.domain.failed": ("domain", "dom-1", DOMAIN),
+    "orders.domain.expired": ("domain", "dom-1", DOMAIN),
+    "orders.order.submitted": ("order", ORDER, {
+        "order_id": ORDER, "status": "pending_approval", "product": "ssl_basic",
+        "term_years": 1, "server_type": "nginx", "common_name": "www.example.com",
+        "sans": ["www.example.com"], "unit_id": UNIT, "requester_id": "user-bob",
+        "price_cents": 12900}),
+    "orders.order.edited": ("order", ORDER, {"order_id": ORDER,
+                                             "changes": {"term_years": [1, 2]}}),
+    "orders.order.approved": ("order", ORDER, {"order_id": ORDER, "price_cents": 12900,
+                                               "unit_id": UNIT, "product": "ssl_basic"}),
+    "orders.order.rejected": ("order", ORDER, {"order_id": ORDER, "reason": "not ours"}),
+    "orders.order.cancelled": ("order", ORDER, {"order_id": ORDER, "reason": None}),
+    "orders.order.issued": ("order", ORDER, {"order_id": ORDER, "serial": "0a1b2c"}),
+    "orders.order.failed": ("order", ORDER, {"order_id": ORDER, "reason": "lint failed"}),
+    "orders.order.assignees_changed": ("order", ORDER, {"order_id": ORDER,
+                                                        "user_ids": ["user-bob"]}),
+    "orders.renewal.notice_sent": ("order", ORDER, {"order_id": ORDER, "days_left": 30,
+                                                    "recipients": ["bob@example.com"]}),
+    "ca_signer.certificate.sign": ("issuance", "iss-1", {
+        "order_id": ORDER, "issuance_id": "iss-1", "profile": "dv",
+        "csr_pem": "-----BEGIN CERTIFICATE REQUEST-----\n...",
+        "subject": {"common_name": "www.example.com"}, "sans": ["www.example.com"],
+        "not_after": None}),
+    "ca_signer.certificate.revoke": ("certificate", "0a1b2c",
+                                     {"serial": "0a1b2c", "reason": "key_compromise"}),
+    "ca_signer.certificate.issued": ("certificate", "0a1b2c", {
+        "order_id": ORDER, "issuance_id": "iss-1", "serial": "0a1b2c", "issuer_id": "ica-1",
+        "not_before": "2026-11-26T00:00:00Z", "not_after": "2027-11-26T00:00:00Z",
+        "sans": ["www.example.com"], "certificate_pem": "-----BEGIN CERTIFICATE-----\n...",
+        "chain_pem": "-----BEGIN CERTIFICATE-----\n..."}),
+    "ca_signer.certificate.rejected": ("issuance", "iss-1", {
+        "order_id": ORDER, "issuance_id": "iss-1", "reason": "weak key",
+        "lint_findings": [{"code": "e_rsa_mod_less_than_2048_bits"}]}),
+    "ca_signer.certificate.revoked": ("certificate", "0a1b2c", {
+        "serial": "0a1b2c", "reason": "key_compromise", "revoked_at": "2026-11-26T00:00:00Z"}),
+    "ca_signer.crl.published": ("issuer", "ica-1", {"issuer_id": "ica-1", "number": 7,
+                                                    "entries": 3}),
+    "ledger.deposit.settled": ("deposit", "dep-1", DEPOSIT),
+    "ledger.deposit.declined": ("deposit", "dep-1", DEPOSIT),
+    "ledger.deposit.pending": ("deposit", "dep-1", {**DEPOSIT, "method": "purchase_order"}),
+    "ledger.funds.reserved": ("order", ORDER, FUNDS),
+    "ledger.funds.declined": ("order", ORDER, FUNDS),
+    "ledger.funds.captured": ("order", ORDER, FUNDS),
+    "ledger.funds.released": ("order", ORDER, FUNDS),
+    "ledger.balance.low": ("account", ACCOUNT, {"available_cents": 100,
+                                                "threshold_cents": 5000}),
+}
+
+
+def entries(audit, *conditions) -> list[AuditEntry]:
+    with audit.uow() as uow:
+        found = list(uow.session.execute(
+            select(AuditEntry).where(*conditions).order_by(AuditEntry.sequence)).scalars())
+        uow.session.expunge_all()
+    return found
+
+
+def count(audit) -> int:
+    with audit.uow() as uow:
+        return uow.session.execute(select(func.count()).select_from(AuditEntry)).scalar_one()
+
+
+def test_the_sample_table_covers_exactly_the_catalogue():
+    assert sorted(SAMPLES) == contracts.known_types(), (
+        "add a sample payload for every new message type (and drop removed ones)")
+
+
+@pytest.mark.parametrize("type_", contracts.known_types())
+def test_every_message_type_is_recorded(type_, consumer, audit):
+    if type_ not in SAMPLES:
+        pytest.fail(f"no sample payload for {type_}: add one to SAMPLES")
+    subject_type, subject_id, data = SAMPLES[type_]
+    source = type_.split(".")[0]
+    envelope = new_envelope(
+        type=type_, source=source, subject_type=subject_type, subject_id=subject_id,
+        context=Context(actor=Actor(user_id="user-alice", user_name="Alice Ng", ip="203.0.113.7"),
+                        account_id=ACCOUNT),
+        summary=f"Alice Ng caused {type_}", data=data, correlation_id=ORDER)
+
+    assert consumer.handle(envelope) is True
+
+    [entry] = entries(audit, AuditEntry.event_id == envelope.event_id)
+    assert entry.action == type_
+    assert entry.description == f"Alice Ng caused {type_}"
+    assert (entry.service, entry.account_id, entry.correlation_id) == (source, ACCOUNT, ORDER)
+    assert (entry.user_id, entry.user_name, entry.ip) == ("user-alice", "Alice Ng", "203.0.113.7")
+    assert (entry.subject_type, entry.subject_id) == (subject_type, subject_id)
+    assert entry.target == f"{subject_type}:{subject_id}"
+    assert json.loads(entry.envelope) == json.loads(envelope.to_json())
+
+
+def test_an_automatic_step_is_recorded_under_the_service_that_took_it(record, audit):
+    envelope = record("ledger.funds.reserved", system="ledger", source="ledger",
+                      data={"order_id": ORDER, "amount_cents": 100, "available_cents": 0})
+
+    [entry] = entries(audit, AuditEntry.event_id == envelope.event_id)
+    assert (entry.user_id, entry.user_name, entry.ip) == (None, "ledger", None)
+
+
+def test_the_entry_is_dated_when_it_happened_not_when_it_was_recorded(record, audit):
+    from datetime import UTC, datetime
+
+    happened = datetime(2026, 3, 1, 12, 30, 15, 250000, tzinfo=UTC)
+    envelope = record(at=happened)
+
+    [entry] = entries(audit, AuditEntry.event_id == envelope.event_id)
+    assert entry.at.replace(tzinfo=UTC) == happened
+    assert entry.recorded_at.replace(tzinfo=UTC) > happened
+
+
+def test_a_redelivered_message_leaves_one_entry(record, consumer, audit):
+    envelope = record()
+
+    assert consumer.handle(envelope) is False
+    assert count(audit) == 1
+
+
+def test_the_same_message_by_another_path_leaves_one_entry(record, audit):
+    """A dead letter replayed after it was recorded passes the inbox of another queue."""
+    envelope = record()
+
+    with audit.uow() as uow:
+        assert handlers.record_entry(uow, envelope) is None
+        uow.commit()
+    assert count(audit) == 1
+
+
+def test_each_account_and_the_platform_keep_their_own_numbered_log(record, audit):
+    for account in (ACCOUNT, OTHER_ACCOUNT, ACCOUNT, None, ACCOUNT, None):
+        record(account_id=account)
+
+    def positions(account):
+        return [e.sequence for e in entries(audit, AuditEntry.account_id.is_(None)
+                                            if account is None
+                                            else AuditEntry.account_id == account)]
+
+    assert positions(ACCOUNT) == [1, 2, 3]
+    assert positions(OTHER_ACCOUNT) == [1]
+    assert positions(None) == [1, 2]
+    with audit.uow() as uow:
+        heads = dict(uow.session.execute(select(AuditLog.key, AuditLog.last_sequence)).all())
+    assert sorted(heads.values()) == [1, 2, 3]
+
+
+@pytest.mark.parametrize(("data_units", "expected"), [
+    ({"unit_id": "u1"}, ["u1"]),
+    ({"unit_id": None}, []),
+    ({"unit_ids": ["u2", "u1"]}, ["u1", "u2"]),
+    ({"changes": {"unit_id": ["u1", "u3"], "term_years": [1, 2]}}, ["u1", "u3"]),
+    ({}, []),
+])
+def test_the_units_a_message_names_are_kept_with_its_entry(data_units, expected, record, audit):
+    envelope = record("orders.order.edited", data={"order_id": ORDER, "changes": {},
+                                                   **data_units})
+
+    [entry] = entries(audit, AuditEntry.event_id == envelope.event_id)
+    assert entry.unit_ids == expected
+
+
+def test_later_steps_of_an_order_concern_the_unit_the_order_named(record, audit):
+    order = str(uuid.uuid4())
+    record("orders.order.approved", correlation_id=order,
+           data={"order_id": order, "price_cents": 100, "unit_id": "u1"})
+    reserved = record("ledger.funds.reserved", system="ledger", correlation_id=order,
+                      data={"order_id": order, "amount_cents": 100, "available_cents": 0})
+    elsewhere = record("ledger.funds.reserved", system="ledger", correlation_id=order,
+                       account_id=OTHER_ACCOUNT,
+                       data={"order_id": order, "amount_cents": 100, "available_cents": 0})
+
+    [entry] = entries(audit, AuditEntry.event_id == reserved.event_id)
+    assert entry.unit_ids == ["u1"]
+    [foreign] = entries(audit, AuditEntry.event_id == elsewhere.event_id)
+    assert foreign.unit_ids == []  # another account's flow never borrows this one's units
+
+
+def test_a_message_published_on_the_bus_reaches_the_log(audit):
+    """The real consumer, on the in-memory broker: the '#' binding and handler key work."""
+    envelope = new_envelope(
+        type="ledger.balance.low", source="ledger", subject_type="account", subject_id=ACCOUNT,
+        context=Context(actor=Actor.service("ledger"), account_id=ACCOUNT),
+        summary="ledger warned that the balance is low",
+        data={"available_cents": 100, "threshold_cents": 5000})
+    with broker.connect("memory://") as connection:
+        channel = connection.channel()
+        topology.declare(channel)
+        Producer(channel).publish(envelope.to_json(), exchange=topology.EVENTS_EXCHANGE,
+                                  routing_key=envelope.type, message_id=envelope.event_id,
+                                  content_type="application/json", content_encoding="utf-8")
+    [consumer] = audit.consumers(prefetch=1)
+    stop = threading.Event()
+    worker = threading.Thread(target=consumer.run_until, args=(stop,), daemon=True)
+    worker.start()
+    try:
+        wait_for(lambda: entries(audit, AuditEntry.event_id == envelope.event_id),
+                 timeout=10, message="the entry of the published message")
+    finally:
+        stop.set()
+        worker.join(timeout=5)

@@ -1,0 +1,1 @@
+"""Chancery ledger: the only service that moves money."""

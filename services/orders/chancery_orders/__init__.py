@@ -1,0 +1,1 @@
+"""Chancery orders: the registration authority that decides whether a certificate may be issued."""

@@ -1,0 +1,66 @@
+"""Who may see and act on an order (design/roles.md), as predicates and query filters.
+
+Seeing and acting are separate: an order the caller may not see is answered with 404
+(never leak another account's or unit's ids); an order they may see but not act on is
+answered with 403 naming the permission.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import ColumnElement, false, or_
+
+from chancery_orders.model import Order
+from chancery_shared.auth.tokens import Principal
+
+ORDER_READERS = ("limited", "finance", "unit_admin", "admin")
+APPROVERS = ("admin", "unit_admin")
+DOMAIN_MANAGERS = ("admin", "unit_admin")
+
+
+def _in_account(principal: Principal, order: Order) -> bool:
+    return principal.account_id is not None and order.account_id == principal.account_id
+
+
+def can_see(principal: Principal, order: Order) -> bool:
+    """limited: own; finance and admin: the whole account; unit_admin: their units + own."""
+    if not _in_account(principal, order):
+        return False
+    if principal.role in ("admin", "finance"):
+        return True
+    if order.requester_id == principal.user_id:
+        return True
+    return principal.role == "unit_admin" and principal.in_unit(order.unit_id)
+
+
+def can_approve(principal: Principal, order: Order) -> bool:
+    """admin: any order of the account; unit_admin: orders of one of their units (the
+    order's unit decides, not the requester's current units)."""
+    if not _in_account(principal, order):
+        return False
+    if principal.role == "admin":
+        return True
+    return principal.role == "unit_admin" and principal.in_unit(order.unit_id)
+
+
+def may_self_approve(principal: Principal, unit_id: str | None) -> bool:
+    """Whether an order the caller places for ``unit_id`` needs nobody else's approval."""
+    return principal.role == "admin" or (principal.role == "unit_admin"
+                                         and principal.in_unit(unit_id))
+
+
+def can_cancel(principal: Principal, order: Order) -> bool:
+    return _in_account(principal, order) and (order.requester_id == principal.user_id
+                                              or can_approve(principal, order))
+
+
+def visible_orders(principal: Principal) -> ColumnElement[bool]:
+    """The SQL condition matching exactly the orders :func:`can_see` allows."""
+    if principal.account_id is None:
+        return false()
+    in_account = Order.account_id == principal.account_id
+    if principal.role in ("admin", "finance"):
+        return in_account
+    if principal.role == "unit_admin" and principal.unit_ids:
+        return in_account & or_(Order.requester_id == principal.user_id,
+                                Order.unit_id.in_(principal.unit_ids))
+    return in_account & (Order.requester_id == principal.user_id)
