@@ -43,11 +43,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     rows = stack.status()
     width = max(len(row.name) for row in rows)
     for row in rows:
-        state = "up" if row.alive else "down"
         pid = str(row.pid) if row.pid else "-"
         port = str(row.port) if row.port else ""
-        print(f"{row.name:<{width}}  {state:<4}  pid {pid:<8}  {port:<5}  {row.log}")
-    return 0 if all(row.alive for row in rows) else 3
+        print(f"{row.name:<{width}}  {row.state:<4}  pid {pid:<8}  {port:<5}  {row.log}")
+    return 0 if all(row.ok for row in rows) else 3
 
 
 def cmd_env(args: argparse.Namespace) -> int:

@@ -116,7 +116,9 @@ def _app_service(topology: Topology, proc: AppProcess, replicas: int) -> dict[st
         f"{proc.service.name}-migrate": {"condition": "service_completed_successfully"},
         "rabbitmq": {"condition": "service_healthy"},
     }
-    service["restart"] = "unless-stopped"
+    # Relays and consumers exit 0 only when they have nothing to do (`chancery consume`
+    # of a service without queues); restarting those would loop. Crashes still restart.
+    service["restart"] = "unless-stopped" if proc.kind == "web" else "on-failure"
     if proc.kind == "web":
         probe = (f"import urllib.request; urllib.request.urlopen("
                  f"'http://127.0.0.1:{proc.port}{proc.service.health_path}', timeout=3)")

@@ -45,8 +45,9 @@ INFRA = ("postgres", "rabbitmq", "nginx")
 APP_READY_TIMEOUT = 90.0
 MIGRATE_TIMEOUT = 180.0
 INFRA_TIMEOUT = 60.0
-SETTLE_SECONDS = 2.0
-"""How long relays and consumers must stay up after start to count as started."""
+SETTLE_SECONDS = 5.0
+"""How long a process without a readiness probe (relay, consumer) must stay up after
+its start to count as started: long enough to import its service and connect."""
 
 
 def default_var_dir(environ: Mapping[str, str] | None = None) -> Path:
@@ -93,6 +94,12 @@ class ProcessStatus:
     alive: bool
     port: int | None
     log: Path
+    state: str = "down"
+    """`up`, `down`, or `done`: a one-shot or idle process that exited with status 0."""
+
+    @property
+    def ok(self) -> bool:
+        return self.state in ("up", "done")
 
 
 class Component(Protocol):
@@ -115,11 +122,14 @@ class Detached:
     def __init__(self, name: str, argv: Callable[[], list[str]], env: Callable[[], dict[str, str]],
                  stack: Stack, ready: Callable[[], bool] | None = None,
                  before_start: Callable[[], None] | None = None, port: int | None = None,
-                 stop_timeout: float = 15.0) -> None:
+                 stop_timeout: float = 15.0, may_finish: bool = False) -> None:
         self.name, self.port = name, port
         self._argv, self._env, self._ready, self._before = argv, env, ready, before_start
         self.stack, self.stop_timeout = stack, stop_timeout
+        self.may_finish = may_finish
+        """A migration, or a relay/consumer with nothing to do, may exit 0: not a failure."""
         self.popen: subprocess.Popen[bytes] | None = None
+        self.started_at = 0.0
 
     @property
     def log_file(self) -> Path:
@@ -129,7 +139,16 @@ class Detached:
     def pid_file(self) -> Path:
         return self.stack.run_dir / f"{self.name}.pid"
 
+    @property
+    def done_file(self) -> Path:
+        return self.stack.run_dir / f"{self.name}.done"
+
     def pid(self) -> int | None:
+        if self.popen is not None:
+            # Our own child: ask Popen, which also keeps its exit status for us.
+            if self.popen.poll() is None:
+                return self.popen.pid
+            return self.popen.pid if group_members(self.popen.pid) else None
         pid = read_pid_file(self.pid_file)
         if pid is not None:
             return pid
@@ -140,23 +159,47 @@ class Detached:
     def alive(self) -> bool:
         return self.pid() is not None
 
+    def finished(self) -> bool:
+        """Exited with status 0 on its own (recorded, so other invocations see it too)."""
+        return self.done_file.exists()
+
     def start(self) -> None:
         if self.alive():
             return
         if self._before:
             self._before()
+        self.done_file.unlink(missing_ok=True)
+        self.started_at = time.monotonic()
         self.popen = spawn(self._argv(), self._env(), self.log_file, self.pid_file,
                            self.stack.var_dir)
 
+    def check_running(self) -> None:
+        """Raise with the log tail if it died; accept a clean exit where that is allowed."""
+        if self.alive():
+            return
+        code = self.popen.poll() if self.popen is not None else None
+        if self.may_finish and code == 0:
+            last = tail(self.log_file, 1)
+            self.done_file.write_text(f"{last}\n")
+            self.pid_file.unlink(missing_ok=True)
+            self.stack.say(f"{self.name} exited 0 at start-up, nothing to do: {last}")
+            return
+        status = f" (exit status {code})" if code is not None else ""
+        raise StackError(f"{self.name} exited during start-up{status}\n--- {self.log_file}\n"
+                         f"{tail(self.log_file)}")
+
     def wait_ready(self, deadline: float) -> None:
+        """Until the readiness probe passes; without a probe, until it survived a while."""
         def ready_or_dead() -> bool:
-            return not self.alive() or self._ready is None or self._ready()
+            if not self.alive():
+                return True
+            if self._ready is None:
+                return time.monotonic() >= self.started_at + SETTLE_SECONDS
+            return self._ready()
 
         wait_for(ready_or_dead, max(deadline - time.monotonic(), 0.5))
-        if not self.alive():
-            raise StackError(f"{self.name} exited during start-up\n--- {self.log_file}\n"
-                             f"{tail(self.log_file)}")
-        if self._ready is not None and not self._ready():
+        self.check_running()
+        if self.alive() and self._ready is not None and not self._ready():
             raise StackError(f"{self.name} did not become ready in time\n--- {self.log_file}\n"
                              f"{tail(self.log_file)}")
 
@@ -164,7 +207,10 @@ class Detached:
         pgid = self.pid()
         if pgid is not None:
             stop_group(pgid, self.stop_timeout if timeout is None else timeout)
+        if self.popen is not None:
+            self.popen.poll()
         self.pid_file.unlink(missing_ok=True)
+        self.done_file.unlink(missing_ok=True)
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         pgid = self.pid()
@@ -173,7 +219,10 @@ class Detached:
         signal_group(pgid, sig)
         if sig == signal.SIGKILL:
             wait_for(lambda: not group_members(pgid), 10)
-            pid_alive(pgid)  # reaps it if it is our child
+            if self.popen is not None:
+                self.popen.poll()  # collect it: no zombie left behind
+            else:
+                pid_alive(pgid)
 
 
 def _recorded_pid(pid_file: Path) -> int | None:
@@ -189,12 +238,14 @@ class PostgresComponent:
 
     def __init__(self, stack: Stack) -> None:
         self.name, self.port = "postgres", stack.ports.postgres
+        self.stack_dir_logs = stack.logs_dir
         self.cluster = LocalPostgres(stack.stack_dir, stack.ports.postgres,
                                      stack.topology.databases, stack.say)
 
     @property
     def log_file(self) -> Path:
-        return self.cluster.log_file
+        # The link `prepare()` makes: stable, and naming it needs no data-dir decision.
+        return self.stack_dir_logs / "postgres.log"
 
     def start(self) -> None:
         self.cluster.start(INFRA_TIMEOUT)
@@ -374,7 +425,8 @@ class Stack:
             return [executable, *proc.argv[1:]]
 
         return Detached(proc.name, argv, lambda: env, self, ready=ready, port=proc.port,
-                        stop_timeout=35 if proc.kind == "web" else 15)
+                        stop_timeout=35 if proc.kind == "web" else 15,
+                        may_finish=proc.kind != "web")
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -426,14 +478,14 @@ class Stack:
         deadline = time.monotonic() + APP_READY_TIMEOUT
         for proc in long_running:
             self.component(proc.name).wait_ready(deadline)
-        time.sleep(SETTLE_SECONDS)
-        for proc in long_running:
-            if not self.component(proc.name).alive():
-                log = self.component(proc.name).log_file
-                raise StackError(f"{proc.name} exited after start\n--- {log}\n{tail(log)}")
+        for proc in long_running:  # a web process may have died while others were awaited
+            component = self.component(proc.name)
+            assert isinstance(component, Detached)
+            if not component.finished():
+                component.check_running()
 
     def _migrate(self, migrations: Iterable[AppProcess]) -> None:
-        """Run every service's migration (in parallel: separate databases) and wait."""
+        """Run every service's migration (in parallel: separate databases) and wait for all."""
         started = []
         for proc in migrations:
             component = self.component(proc.name)
@@ -442,19 +494,27 @@ class Stack:
             self.say(f"running {proc.name}")
             component.start()
             started.append(component)
-        for component in started:
-            popen = component.popen
-            assert popen is not None
-            try:
-                code = popen.wait(MIGRATE_TIMEOUT)
-            except subprocess.TimeoutExpired as exc:
-                component.kill()
-                raise StackError(f"{component.name} did not finish in {MIGRATE_TIMEOUT:.0f}s\n"
-                                 f"--- {component.log_file}\n{tail(component.log_file)}") from exc
-            component.pid_file.unlink(missing_ok=True)
-            if code != 0:
-                raise StackError(f"{component.name} failed (exit {code})\n"
-                                 f"--- {component.log_file}\n{tail(component.log_file)}")
+        deadline = time.monotonic() + MIGRATE_TIMEOUT
+        failures = [problem for component in started
+                    if (problem := self._wait_migration(component, deadline))]
+        if failures:
+            raise StackError("\n\n".join(failures))
+
+    @staticmethod
+    def _wait_migration(component: Detached, deadline: float) -> str | None:
+        """None on success, else what went wrong with the end of its log."""
+        assert component.popen is not None
+        try:
+            code = component.popen.wait(max(deadline - time.monotonic(), 1))
+        except subprocess.TimeoutExpired:
+            component.kill()
+            code = None
+        component.pid_file.unlink(missing_ok=True)
+        if code == 0:
+            component.done_file.write_text(f"{tail(component.log_file, 1)}\n")
+            return None
+        what = "did not finish in time" if code is None else f"failed (exit {code})"
+        return f"{component.name} {what}\n--- {component.log_file}\n{tail(component.log_file, 15)}"
 
     def down(self, timeout: float = 15.0) -> None:
         """Stop everything this var dir's stack started; harmless when nothing runs."""
@@ -468,9 +528,10 @@ class Stack:
             if group_members(pgid):
                 stop_group(pgid, 0, signal.SIGKILL)
             pid_alive(pgid)
-        for path in self.run_dir.glob("*.pid") if self.run_dir.exists() else []:
-            if path.stem not in INFRA:
-                path.unlink(missing_ok=True)
+        for pattern in ("*.pid", "*.done"):
+            for path in self.run_dir.glob(pattern) if self.run_dir.exists() else []:
+                if path.stem not in INFRA:
+                    path.unlink(missing_ok=True)
         for name in ("nginx", "rabbitmq", "postgres"):
             self.component(name).stop(None)
         self.state_file.unlink(missing_ok=True)
@@ -489,8 +550,10 @@ class Stack:
         for name in self.names():
             component = self.component(name)
             pid = component.pid()
+            finished = isinstance(component, Detached) and component.finished()
+            state = "up" if pid is not None else "done" if finished else "down"
             result.append(ProcessStatus(name, pid, pid is not None, component.port,
-                                        component.log_file))
+                                        component.log_file, state))
         return result
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:

@@ -57,8 +57,11 @@ def cmd_embedded(args: argparse.Namespace) -> int:
 def cmd_migrate(args: argparse.Namespace) -> int:
     names = list(service_classes()) if args.service == "all" else [args.service]
     for name in names:
-        build(name).migrate()
+        service = build(name)
+        service.migrate()
         print(f"migrated {name}")
+        if service.platform.dev_bootstrap:  # CHANCERY_DEV_BOOTSTRAP: seed after migrating
+            service.bootstrap_dev()
     return 0
 
 
@@ -76,10 +79,9 @@ def cmd_relay(args: argparse.Namespace) -> int:
 def cmd_consume(args: argparse.Namespace) -> int:
     service = build(args.service)
     consumers = service.consumers(prefetch=args.prefetch)
-    if not consumers:
-        print(f"{args.service} consumes no queue")
-        return 0
     stop = _stop_on_signals()
+    if not consumers:  # stay up like every other process: supervisors expect that
+        print(f"{args.service} consumes no queue; idling until stopped")
     threads = [threading.Thread(target=c.run_until, args=(stop,), daemon=True) for c in consumers]
     for thread in threads:
         thread.start()

@@ -109,6 +109,28 @@ def test_status_reports_the_servers(infra_stack: Stack) -> None:
     assert not any(row.alive for name, row in rows.items() if name.startswith(SERVICES[0].name))
 
 
+@pytest.mark.parametrize("name", ["postgres", "rabbitmq", "nginx"])
+def test_a_server_can_be_killed_and_restarted(infra_stack: Stack, name: str) -> None:
+    """The hook fault-injection tests use: kill -9 one named process, start it again."""
+    before = infra_stack.component(name).pid()
+    assert before is not None
+    infra_stack.kill(name)
+    assert not infra_stack.component(name).alive()
+    infra_stack.start(name)
+    after = infra_stack.component(name).pid()
+    assert after is not None and after != before
+    if name == "postgres":  # committed data survived the crash
+        db = infra_stack.topology.databases[0]
+        with psycopg.connect(host="127.0.0.1", port=infra_stack.ports.postgres, user=db.role,
+                             password=db.password, dbname=db.name) as conn:
+            conn.execute("SELECT count(*) FROM probe")
+    if name == "rabbitmq":
+        with Connection(infra_stack.topology.broker.url, connect_timeout=5) as conn:
+            conn.connect()
+    if name == "nginx":
+        assert _get(infra_stack, "/nope")[0] == 404
+
+
 def test_down_leaves_no_process_behind(infra_stack: Stack) -> None:
     pids = {row.name: row.pid for row in infra_stack.status() if row.pid}
     assert set(pids) == {"postgres", "rabbitmq", "nginx"}

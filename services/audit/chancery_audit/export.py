@@ -12,8 +12,9 @@ import csv
 import io
 from collections.abc import Iterable, Iterator
 
-from chancery_audit.model import AuditEntry, as_utc
 from chancery_shared.messaging.envelope import isoformat
+
+from chancery_audit.model import AuditEntry, as_utc
 
 COLUMNS = ("id", "at", "account_id", "user_id", "user_name", "ip", "service", "action",
            "target", "description", "correlation_id")

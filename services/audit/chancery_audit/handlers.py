@@ -17,15 +17,17 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, false, or_, select, true
-from sqlalchemy.orm import Session
-
-from chancery_audit.model import AuditEntry, AuditEntryUnit, AuditLog, as_utc, log_key
 from chancery_shared.auth.tokens import OPERATOR, Principal
-from chancery_shared.messaging.envelope import Envelope, isoformat
+from chancery_shared.messaging.envelope import Envelope, isoformat, utcnow
 from chancery_shared.messaging.unit_of_work import UnitOfWork
 from chancery_shared.web.pagination import decode_cursor, encode_cursor
 from chancery_shared.web.problems import Forbidden, InvalidField, NotFound
+from sqlalchemy import ColumnElement, and_, exists, false, or_, select, true
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from chancery_audit.model import AuditEntry, AuditEntryUnit, AuditLog, as_utc, log_key
 
 READ_PERMISSION = "read_audit_log"
 READERS = ("admin", "unit_admin", OPERATOR)
@@ -64,14 +66,21 @@ def _units_of_flow(session: Session, account_id: str | None, correlation_id: str
 
 
 def _log_for(session: Session, account_id: str | None) -> AuditLog:
-    """The log to append to, locked until commit so positions are never shared."""
+    """The log to append to, locked until commit so positions are never shared.
+
+    An account's first entry creates its log; when two consumers do that at once, the
+    second waits for the first instead of failing on the duplicate key.
+    """
     key = log_key(account_id)
-    log = session.execute(
-        select(AuditLog).where(AuditLog.key == key).with_for_update()
-    ).scalar_one_or_none()
+    locked = select(AuditLog).where(AuditLog.key == key).with_for_update()
+    log = session.execute(locked).scalar_one_or_none()
     if log is None:
-        log = AuditLog(key=key, account_id=account_id, last_sequence=0)
-        session.add(log)
+        dialect_insert = (postgresql_insert if session.get_bind().dialect.name == "postgresql"
+                          else sqlite_insert)
+        session.execute(dialect_insert(AuditLog).values(
+            key=key, account_id=account_id, last_sequence=0, created_at=utcnow(),
+        ).on_conflict_do_nothing(index_elements=["key"]))
+        log = session.execute(locked).scalar_one()
     return log
 
 
@@ -105,7 +114,7 @@ class EntryFilter:
     user_id: str | None = None
     start: datetime | None = None      # inclusive
     end: datetime | None = None        # exclusive
-    action: str | None = None          # prefix: "orders.order" is every order event
+    action: str | None = None          # whole leading parts: "orders.order" is every order event
     text: str | None = None            # in the description, the user's name or the target
     target: str | None = None          # "order:<id>", or a subject type alone ("order")
     account_id: str | None = None
@@ -145,7 +154,9 @@ def _conditions(principal: Principal, wanted: EntryFilter) -> list[ColumnElement
     if wanted.end is not None:
         conditions.append(AuditEntry.at < as_utc(wanted.end))
     if wanted.action:
-        conditions.append(AuditEntry.action.startswith(wanted.action, autoescape=True))
+        prefix = wanted.action.rstrip(".")
+        conditions.append(or_(AuditEntry.action == prefix,
+                              AuditEntry.action.startswith(prefix + ".", autoescape=True)))
     if wanted.target:
         conditions.append(AuditEntry.target == wanted.target if ":" in wanted.target
                           else AuditEntry.subject_type == wanted.target)
@@ -186,8 +197,6 @@ def _page(session: Session, conditions: list[ColumnElement[bool]], after: str | 
     ).scalars())
     more = len(rows) > limit
     entries = rows[:limit]
-    for entry in rows:  # handed out: readable after the unit of work has ended
-        session.expunge(entry)
     return Page(entries, _cursor_of(entries[-1]) if more and entries else None)
 
 
@@ -229,5 +238,4 @@ def get_entry(uow: UnitOfWork, principal: Principal, entry_id: str) -> AuditEntr
     ).scalar_one_or_none()
     if entry is None:
         raise NotFound("no such audit entry")
-    uow.session.expunge(entry)  # handed out: readable after the unit of work has ended
     return entry

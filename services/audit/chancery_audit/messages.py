@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from chancery_audit import handlers
 from chancery_shared.messaging.envelope import Envelope
 from chancery_shared.messaging.unit_of_work import UnitOfWork
+
+from chancery_audit import handlers
 
 
 def on_any_message(envelope: Envelope, uow: UnitOfWork) -> None:

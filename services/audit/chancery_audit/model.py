@@ -18,6 +18,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from chancery_shared.messaging.envelope import Envelope, utcnow
+from chancery_shared.messaging.tables import MessagingTables
 from sqlalchemy import (
     BigInteger,
     DateTime,
@@ -30,9 +32,6 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
-
-from chancery_shared.messaging.envelope import Envelope, utcnow
-from chancery_shared.messaging.tables import MessagingTables
 
 metadata = MetaData(naming_convention={
     "ix": "ix_%(column_0_label)s", "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -119,6 +118,7 @@ class AuditEntry(Base):
     causation_id: Mapped[str | None] = mapped_column(String)
     schema_version: Mapped[int] = mapped_column(Integer)
     envelope: Mapped[str] = mapped_column(Text)  # the message exactly as received
+    log: Mapped[AuditLog] = relationship(lazy="raise")
     units: Mapped[list[AuditEntryUnit]] = relationship(
         lazy="selectin", cascade="all, delete-orphan", order_by="AuditEntryUnit.unit_id")
 
@@ -129,7 +129,7 @@ class AuditEntry(Base):
         actor = envelope.actor
         subject_type, subject_id = envelope.subject["type"], envelope.subject["id"]
         return cls(
-            event_id=envelope.event_id, log_key=log.key, sequence=log.next_sequence(),
+            event_id=envelope.event_id, log=log, sequence=log.next_sequence(),
             account_id=envelope.account_id,
             at=as_utc(datetime.fromisoformat(envelope.occurred_at)), recorded_at=utcnow(),
             user_id=actor.get("user_id"), user_name=actor.get("user_name") or actor.get("system"),

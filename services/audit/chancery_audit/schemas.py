@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from chancery_shared.messaging.envelope import isoformat
+from chancery_shared.web.pagination import PageArgs
 from marshmallow import Schema, ValidationError, fields, pre_load, validate, validates_schema
 
 from chancery_audit.model import as_utc
-from chancery_shared.messaging.envelope import isoformat
-from chancery_shared.web.pagination import PageArgs
 
 # "2026-01-02T03:04:05+02:00" typed into a query string unencoded arrives with a space.
 _UNENCODED_PLUS = re.compile(r"(T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?) (\d{2}:?\d{2})$")
@@ -25,7 +25,8 @@ class EntryFilterArgs(Schema):
     end = fields.AwareDateTime(data_key="to", metadata={
         "description": "RFC 3339; entries before this time"})
     action = fields.String(validate=validate.Length(min=1, max=200), metadata={
-        "description": "message type or a prefix of it: `orders.order` is every order event"})
+        "description": "message type, or its leading parts: `orders.order` is every order "
+                       "event, `orders` everything orders did"})
     q = fields.String(validate=validate.Length(min=1, max=200), metadata={
         "description": "text in the description, the user's name or the target "
                        "(case-insensitive)"})
@@ -35,10 +36,11 @@ class EntryFilterArgs(Schema):
         "description": "platform operators: one account's entries"})
 
     @pre_load
-    def _restore_plus(self, data: Any, **_kw: Any) -> Any:
-        if not hasattr(data, "get"):
+    def _tidy(self, data: Any, **_kw: Any) -> Any:
+        """A search form's empty fields mean 'any'; restore a ``+`` lost in the query."""
+        if not hasattr(data, "items"):
             return data
-        fixed = dict(data)
+        fixed = {key: value for key, value in data.items() if value != ""}
         for key in ("from", "to"):
             value = fixed.get(key)
             if isinstance(value, str):

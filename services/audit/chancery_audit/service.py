@@ -6,10 +6,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import flask_smorest
-
-from chancery_audit import messages, model, views
 from chancery_shared.messaging.consumer import Handler
 from chancery_shared.service import Service
+
+from chancery_audit import messages, model, views
 
 AUDIT_QUEUE = "audit.all"
 

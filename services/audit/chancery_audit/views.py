@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from chancery_shared.auth.policy import require_role
+from chancery_shared.auth.tokens import Principal
+from chancery_shared.service import current_service
 from flask import Response
 from flask_smorest import Blueprint
 
 from chancery_audit import export, handlers, schemas
-from chancery_shared.auth.policy import require_role
-from chancery_shared.auth.tokens import Principal
-from chancery_shared.service import current_service
 
 api = Blueprint("audit", __name__, url_prefix="/api/audit/v1",
                 description="The audit log: who did what, when, from where, to what")
@@ -46,8 +46,9 @@ def list_entries(args: dict[str, Any]) -> dict[str, Any]:
 
 @api.route("/entries.csv")
 @api.arguments(schemas.EntryFilterArgs, location="query")
-@api.response(200, description="Every matching entry, newest first, with a header row",
-              content_type="text/csv")
+@api.doc(responses={"200": {
+    "description": "Every matching entry, newest first, after a header row",
+    "content": {"text/csv": {"schema": {"type": "string"}}}}})
 def download_entries(args: dict[str, Any]) -> Response:
     """The same search as `GET /entries`, every matching entry as one CSV file.
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
-
 from chancery_audit.service import AUDIT_QUEUE, AuditService
 from chancery_shared.messaging.consumer import MessageConsumer
 from chancery_shared.messaging.envelope import Actor, Context, Envelope, isoformat, new_envelope
@@ -25,10 +26,19 @@ def tokens() -> TokenFactory:
     return TokenFactory()
 
 
-@pytest.fixture
-def audit(tmp_path, tokens) -> Iterator[AuditService]:
-    service = AuditService(make_runtime(tmp_path, tokens))
+@pytest.fixture(scope="session")
+def migrated_database(tmp_path_factory) -> Path:
+    """The database file, migrated once; each test starts from a copy of it."""
+    service = AuditService(make_runtime(tmp_path_factory.mktemp("audit-migrated")))
     service.migrate()
+    service.dispose()  # the last connection closing folds the WAL into the file
+    return Path(service.database_url.split("///", 1)[1])
+
+
+@pytest.fixture
+def audit(tmp_path, tokens, migrated_database) -> Iterator[AuditService]:
+    shutil.copyfile(migrated_database, tmp_path / migrated_database.name)
+    service = AuditService(make_runtime(tmp_path, tokens))
     yield service
     service.dispose()
 

@@ -36,6 +36,8 @@ def luhn_ok(digits: str) -> bool:
 def number_problem(raw: str) -> str | None:
     """Why ``raw`` is not a usable card number, or None. Never echoes the number."""
     digits = normalise_number(raw)
+    if not digits:
+        return "must not be empty"
     if not digits.isdigit():
         return "must contain only digits (spaces and dashes are allowed)"
     if not MIN_DIGITS <= len(digits) <= MAX_DIGITS:
@@ -94,6 +96,7 @@ class CardDetails:
         return self.number[-4:]
 
     def __repr__(self) -> str:
-        return f"CardDetails({self.brand} ending {self.last4}, exp {self.exp_month:02d}/{self.exp_year})"
+        return (f"CardDetails({self.brand} ending {self.last4}, "
+                f"exp {self.exp_month:02d}/{self.exp_year})")
 
     __str__ = __repr__

@@ -14,6 +14,11 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
+from chancery_shared.auth.tokens import Principal
+from chancery_shared.messaging.envelope import Actor, Context, Envelope, utcnow
+from chancery_shared.messaging.unit_of_work import UnitOfWork
+from chancery_shared.web.pagination import decode_cursor, encode_cursor
+from chancery_shared.web.problems import InvalidField, NotFound, Problem
 from sqlalchemy import and_, or_, select
 
 from chancery_ledger import journal
@@ -42,11 +47,6 @@ from chancery_ledger.model import (
     new_id,
 )
 from chancery_ledger.payments import PaymentProcessor, ProcessorUnavailable
-from chancery_shared.auth.tokens import Principal
-from chancery_shared.messaging.envelope import Actor, Context, Envelope, utcnow
-from chancery_shared.messaging.unit_of_work import UnitOfWork
-from chancery_shared.web.pagination import decode_cursor, encode_cursor
-from chancery_shared.web.problems import InvalidField, NotFound, Problem
 
 __all__ = ["verify_balances"]  # re-exported: the proof that balances equal the journal
 log = logging.getLogger(__name__)
@@ -177,7 +177,7 @@ def _credit(uow: UnitOfWork, context: Context, balance: Balance, deposit: Deposi
                               amount_cents=deposit.amount_cents, issued_at=issued)
     uow.session.flush()
     settled = _deposit_event(uow, context, deposit, summary)
-    _reserve_waiting_orders(uow, balance, settled)
+    _reserve_waiting_orders(uow, balance, settled, " now that a deposit has settled")
 
 
 def deposit_by_card(uow: UnitOfWork, processor: PaymentProcessor, principal: Principal,
@@ -201,7 +201,7 @@ def deposit_by_card(uow: UnitOfWork, processor: PaymentProcessor, principal: Pri
                       status="pending", amount_cents=amount_cents, card_brand=card.brand,
                       card_last4=card.last4, processor_reference=outcome.reference,
                       requested_by=principal.user_id, requested_by_name=principal.name,
-                      created_at=utcnow())
+                      created_at=utcnow(), receipt=None)
     uow.session.add(deposit)
     who = _actor_name(context)
     if outcome.approved:
@@ -230,7 +230,7 @@ def deposit_by_purchase_order(uow: UnitOfWork, principal: Principal, context: Co
     deposit = Deposit(customer_account_id=principal.account_id, method=PURCHASE_ORDER,
                       status="pending", amount_cents=amount_cents, po_number=po_number.strip(),
                       requested_by=principal.user_id, requested_by_name=principal.name,
-                      created_at=utcnow())
+                      created_at=utcnow(), receipt=None)
     uow.session.add(deposit)
     uow.session.flush()
     _deposit_event(uow, context, deposit,
@@ -263,8 +263,8 @@ def settle_deposit(uow: UnitOfWork, principal: Principal, context: Context,
 
 
 def _funds_event(uow: UnitOfWork, context: Context, action: str, reservation: Reservation,
-                 balance: Balance, summary: str) -> None:
-    uow.event(f"ledger.funds.{action}", context, subject=("order", reservation.order_id),
+                 balance: Balance, summary: str) -> Envelope:
+    return uow.event(f"ledger.funds.{action}", context, subject=("order", reservation.order_id),
               summary=summary, correlation_id=reservation.order_id,
               data={"order_id": reservation.order_id, "amount_cents": reservation.amount_cents,
                     "available_cents": balance.available_cents})
@@ -324,8 +324,10 @@ def reserve_for_order(uow: UnitOfWork, context: Context, *, customer_account_id:
     return reservation
 
 
-def _reserve_waiting_orders(uow: UnitOfWork, balance: Balance, cause: Envelope) -> None:
-    """After a deposit: hold every waiting order the balance now covers, oldest first.
+def _reserve_waiting_orders(uow: UnitOfWork, balance: Balance, cause: Envelope,
+                            why: str) -> None:
+    """After money became available (a deposit settled, a reservation was released): hold
+    every waiting order the balance now covers, oldest first.
 
     An order too expensive for what is left is skipped (it keeps waiting) and younger,
     cheaper orders still get their money.
@@ -338,7 +340,7 @@ def _reserve_waiting_orders(uow: UnitOfWork, balance: Balance, cause: Envelope) 
         if reservation.amount_cents <= balance.available_cents:
             context = Context(actor=Actor.service(SERVICE), account_id=balance.customer_account_id,
                               correlation_id=reservation.order_id, causation_id=cause.event_id)
-            _hold(uow, context, balance, reservation, why=" now that a deposit has settled")
+            _hold(uow, context, balance, reservation, why=why)
 
 
 def capture_for_order(uow: UnitOfWork, context: Context, *, customer_account_id: str,
@@ -374,6 +376,7 @@ def release_for_order(uow: UnitOfWork, context: Context, *, customer_account_id:
                       order_id: str, reason: str | None) -> Reservation:
     """The order ended without a certificate: give back what was held, once.
 
+    Released money goes to orders waiting for funds, oldest first, as a deposit would.
     A waiting (never held) request is withdrawn so a later deposit does not reserve
     for a dead order. When the ledger has not heard of the order yet, a withdrawn
     marker is recorded so that a late ``approved`` reserves nothing. Does not commit.
@@ -406,8 +409,11 @@ def release_for_order(uow: UnitOfWork, context: Context, *, customer_account_id:
                          created_by=_created_by(context), reservation_id=reservation.id,
                          order_id=order_id)
         reservation.mark_released(reason)
-        _funds_event(uow, context, "released", reservation, balance,
-                     f"{who} released {format_usd(reservation.amount_cents)} held for order "
-                     f"{_short(order_id)} ({reason or 'order ended'}); "
-                     f"{format_usd(balance.available_cents)} available")
+        released = _funds_event(
+            uow, context, "released", reservation, balance,
+            f"{who} released {format_usd(reservation.amount_cents)} held for order "
+            f"{_short(order_id)} ({reason or 'order ended'}); "
+            f"{format_usd(balance.available_cents)} available")
+        _reserve_waiting_orders(uow, balance, released,
+                                f" with the money released by order {_short(order_id)}")
     return reservation

@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
+from chancery_shared.messaging.envelope import utcnow
+from chancery_shared.messaging.unit_of_work import UnitOfWork
 from sqlalchemy import func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -27,8 +29,6 @@ from chancery_ledger.model import (
     Reservation,
     Transfer,
 )
-from chancery_shared.messaging.envelope import utcnow
-from chancery_shared.messaging.unit_of_work import UnitOfWork
 
 Leg = tuple[str, int]  # (journal account kind, signed cents, credit positive)
 

@@ -6,9 +6,10 @@ inbox row) after it returns, so none of these commit themselves.
 
 from __future__ import annotations
 
-from chancery_ledger import handlers
 from chancery_shared.messaging.envelope import Context, Envelope
 from chancery_shared.messaging.unit_of_work import UnitOfWork
+
+from chancery_ledger import handlers
 
 SERVICE = "ledger"
 

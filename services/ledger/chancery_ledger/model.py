@@ -21,6 +21,9 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from chancery_shared.messaging.envelope import utcnow
+from chancery_shared.messaging.tables import MessagingTables
+from chancery_shared.web.problems import Conflict
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
@@ -36,10 +39,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
-
-from chancery_shared.messaging.envelope import utcnow
-from chancery_shared.messaging.tables import MessagingTables
-from chancery_shared.web.problems import Conflict
 
 metadata = MetaData(naming_convention={
     "ix": "ix_%(column_0_label)s", "uq": "uq_%(table_name)s_%(column_0_name)s",

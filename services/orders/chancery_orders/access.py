@@ -7,10 +7,10 @@ answered with 403 naming the permission.
 
 from __future__ import annotations
 
+from chancery_shared.auth.tokens import Principal
 from sqlalchemy import ColumnElement, false, or_
 
 from chancery_orders.model import Order
-from chancery_shared.auth.tokens import Principal
 
 ORDER_READERS = ("limited", "finance", "unit_admin", "admin")
 APPROVERS = ("admin", "unit_admin")

@@ -12,12 +12,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from chancery_shared.messaging.envelope import utcnow
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from chancery_orders.model import Product
-from chancery_shared.messaging.envelope import utcnow
 
 log = logging.getLogger(__name__)
 CATALOG_FILE = Path(__file__).with_name("catalog.json")

@@ -13,6 +13,9 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from chancery_shared.messaging.envelope import Actor, isoformat, utcnow
+from chancery_shared.messaging.tables import MessagingTables
+from chancery_shared.web.problems import Conflict
 from sqlalchemy import (
     JSON,
     Boolean,
@@ -30,9 +33,6 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from chancery_orders import names as hostnames
 from chancery_orders.compliance import validation_valid_until
-from chancery_shared.messaging.envelope import Actor, utcnow
-from chancery_shared.messaging.tables import MessagingTables
-from chancery_shared.web.problems import Conflict
 
 metadata = MetaData(naming_convention={
     "ix": "ix_%(column_0_label)s", "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -258,7 +258,9 @@ class Order(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
-    product: Mapped[Product] = relationship(lazy="joined")
+    # selectin, not joined: a row lock (FOR UPDATE) must take the order alone, never an
+    # outer join (PostgreSQL refuses) nor the product row (it would serialise approvals).
+    product: Mapped[Product] = relationship(lazy="selectin")
     unit_record: Mapped[Unit | None] = relationship(
         primaryjoin="foreign(Order.unit_id) == Unit.id", viewonly=True, lazy="selectin")
     history: Mapped[list[OrderHistory]] = relationship(
@@ -294,9 +296,9 @@ class Order(Base):
     def short_id(self) -> str:
         return self.id[:8]
 
-    def describe(self) -> str:
+    def describe(self, *, capital: bool = False) -> str:
         """For summaries: "order 7f3c2a1b for www.example.com"."""
-        return f"order {self.short_id} for {self.common_name}"
+        return f"{'Order' if capital else 'order'} {self.short_id} for {self.common_name}"
 
     # --- the state machine ----------------------------------------------------------
 
@@ -352,7 +354,7 @@ class Order(Base):
 
     def mark_issued(self, actor: Actor, certificate: Certificate) -> None:
         self._move(ISSUED, actor, "issued", {"serial": certificate.serial,
-                                             "not_after": certificate.not_after.isoformat()})
+                                             "not_after": isoformat(certificate.not_after)})
         self.certificates.insert(0, certificate)
 
     def mark_failed(self, actor: Actor, reason: str, findings: list[dict[str, Any]]) -> None:

@@ -157,6 +157,15 @@ class OrderOutcome(Payload):
 register_many(["orders.order.issued", "orders.order.failed"], OrderOutcome)
 
 
+@register("orders.order.awaiting_funds")
+class OrderAwaitingFunds(Payload):
+    """An approved order waits: ledger declined to reserve its price (for now)."""
+
+    order_id = Id(required=True)
+    price_cents = Cents(required=True)
+    available_cents = Cents(allow_none=True)
+
+
 @register("orders.order.assignees_changed")
 class AssigneesChanged(Payload):
     order_id = Id(required=True)

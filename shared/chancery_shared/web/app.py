@@ -184,7 +184,7 @@ def create_app(*, service: str, api_name: str, title: str, description: str,
 
     @public
     def metrics_view() -> Response:
-        return Response(generate_latest(metrics.registry), mimetype=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST)
 
     app.add_url_rule(f"{prefix}/healthz", "healthz", healthz)
     app.add_url_rule(f"{prefix}/readyz", "readyz", readyz)

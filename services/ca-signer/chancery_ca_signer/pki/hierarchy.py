@@ -26,8 +26,8 @@ same throwaway-key technique as subscriber certificates (see :mod:`.lint`).
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence, Union
 
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
@@ -67,7 +67,9 @@ def ca_subject(common_name: str, organization: str, country: str) -> x509.Name:
     return x509.Name(
         [
             x509.RelativeDistinguishedName([x509.NameAttribute(NameOID.COUNTRY_NAME, country)]),
-            x509.RelativeDistinguishedName([x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization)]),
+            x509.RelativeDistinguishedName(
+                [x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization)]
+            ),
             x509.RelativeDistinguishedName([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]),
         ]
     )
@@ -98,7 +100,7 @@ def create_root_ca(
     country: str,
     now: _dt.datetime,
     validity_days: int = DEFAULT_ROOT_VALIDITY_DAYS,
-    serial: Optional[int] = None,
+    serial: int | None = None,
 ) -> x509.Certificate:
     """Create and self-sign a root CA certificate (linted as ROOT_CA before signing)."""
     if not 2922 <= validity_days <= 9132:
@@ -117,7 +119,9 @@ def create_root_ca(
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(_CA_KEY_USAGE, critical=True)
         .add_extension(ski, critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
+        )
     )
     return lint_then_sign(builder, root_key, _lint_as("ROOT_CA")).certificate
 
@@ -125,7 +129,7 @@ def create_root_ca(
 def create_issuing_ca(
     root_cert: x509.Certificate,
     root_key: CaKey,
-    issuing_public_key: Union[CaKey, object],
+    issuing_public_key: CaKey | object,
     *,
     common_name: str,
     organization: str,
@@ -133,8 +137,8 @@ def create_issuing_ca(
     public_base_url: str,
     now: _dt.datetime,
     validity_days: int = DEFAULT_ISSUING_VALIDITY_DAYS,
-    policy_oids: Optional[Sequence[str]] = None,
-    serial: Optional[int] = None,
+    policy_oids: Sequence[str] | None = None,
+    serial: int | None = None,
 ) -> x509.Certificate:
     """Create an issuing CA certificate signed by the root (linted as a TLS subordinate CA).
 
@@ -143,7 +147,11 @@ def create_issuing_ca(
     """
     if not root_key.matches(root_cert):
         raise ValueError("root_key does not belong to root_cert")
-    public_key = issuing_public_key.public_key() if isinstance(issuing_public_key, CaKey) else issuing_public_key
+    public_key = (
+        issuing_public_key.public_key()
+        if isinstance(issuing_public_key, CaKey)
+        else issuing_public_key
+    )
     KeyType.from_public_key(public_key)  # refuses keys a CA may not have
     not_before = truncate_to_seconds(now)
     not_after = min(
@@ -169,21 +177,34 @@ def create_issuing_ca(
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(_CA_KEY_USAGE, critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)  # type: ignore[arg-type]
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(root_ski), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(root_ski), critical=False
+        )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(
-            x509.CertificatePolicies([x509.PolicyInformation(ObjectIdentifier(oid), None) for oid in policies]),
+            x509.CertificatePolicies(
+                [x509.PolicyInformation(ObjectIdentifier(oid), None) for oid in policies]
+            ),
             critical=False,
         )
         .add_extension(
             x509.AuthorityInformationAccess(
-                [x509.AccessDescription(x509.AuthorityInformationAccessOID.CA_ISSUERS, x509.UniformResourceIdentifier(urls.ca_issuers))]
+                [
+                    x509.AccessDescription(
+                        x509.AuthorityInformationAccessOID.CA_ISSUERS,
+                        x509.UniformResourceIdentifier(urls.ca_issuers),
+                    )
+                ]
             ),
             critical=False,
         )
         .add_extension(
             x509.CRLDistributionPoints(
-                [x509.DistributionPoint([x509.UniformResourceIdentifier(urls.crl)], None, None, None)]
+                [
+                    x509.DistributionPoint(
+                        [x509.UniformResourceIdentifier(urls.crl)], None, None, None
+                    )
+                ]
             ),
             critical=False,
         )
@@ -211,18 +232,18 @@ class CaHierarchy:
 
 def create_hierarchy(
     *,
-    passphrase: Union[str, bytes],
+    passphrase: str | bytes,
     public_base_url: str,
     organization: str,
     country: str,
     now: _dt.datetime,
-    root_common_name: Optional[str] = None,
-    issuing_common_name: Optional[str] = None,
+    root_common_name: str | None = None,
+    issuing_common_name: str | None = None,
     root_key_type: KeyType = KeyType.EC_P384,
     issuing_key_type: KeyType = KeyType.EC_P256,
-    issuing_policy_oids: Optional[Sequence[str]] = None,
+    issuing_policy_oids: Sequence[str] | None = None,
 ) -> CaHierarchy:
-    """Generate keys and certificates for a root and an issuing CA (e.g. a dev seed or a ceremony)."""
+    """Generate keys and certificates for a root and an issuing CA (dev seed, key ceremony)."""
     algo = "ECC" if KeyType(issuing_key_type).is_ec else "RSA"
     root_key = EncryptedPemKey.generate(root_key_type, passphrase)
     issuing_key = EncryptedPemKey.generate(issuing_key_type, passphrase)
@@ -245,4 +266,3 @@ def create_hierarchy(
         policy_oids=issuing_policy_oids,
     )
     return CaHierarchy(root_cert, root_key, issuing_cert, issuing_key)
-

@@ -11,15 +11,21 @@ from __future__ import annotations
 
 import datetime as _dt
 import ipaddress
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Optional, Sequence, Union
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from .csr import CsrInfo, CsrRejected, check_subscriber_public_key, spki_sha256
 from .keys import CaKey
-from .lint import LintFinding, LintRejected, SigningMismatch, lint_subscriber_certificate, lint_then_sign
+from .lint import (
+    LintFinding,
+    LintRejected,
+    SigningMismatch,
+    lint_subscriber_certificate,
+    lint_then_sign,
+)
 from .profiles import (
     DEFAULT_PRIVATE_POLICY_OID,
     SubjectFields,
@@ -41,7 +47,7 @@ class IssuanceRejected(Exception):
         self,
         reason: str,
         findings: Sequence[LintFinding] = (),
-        field: Optional[str] = None,
+        field: str | None = None,
     ) -> None:
         super().__init__(reason)
         self.reason = reason
@@ -49,7 +55,10 @@ class IssuanceRejected(Exception):
         self.field = field
 
     def __repr__(self) -> str:
-        return f"IssuanceRejected(reason={self.reason!r}, field={self.field!r}, findings={len(self.findings)})"
+        return (
+            f"IssuanceRejected(reason={self.reason!r}, field={self.field!r}, "
+            f"findings={len(self.findings)})"
+        )
 
 
 @dataclass(frozen=True)
@@ -79,7 +88,8 @@ def _check_names(names: Sequence[str]) -> list[str]:
             raise IssuanceRejected("every name must be a non-empty string", field="names")
         if not name.isascii() or name != name.lower() or name.endswith(".") or " " in name:
             raise IssuanceRejected(
-                f"name {name!r} is not normalised (lower-case A-labels, no trailing dot)", field="names"
+                f"name {name!r} is not normalised (lower-case A-labels, no trailing dot)",
+                field="names",
             )
         result.setdefault(name, None)
     return list(result)
@@ -100,14 +110,14 @@ def issue_tls_certificate(
     ca_key: CaKey,
     csr_info: CsrInfo,
     names: Sequence[str],
-    level: Union[ValidationLevel, str],
-    subject_fields: Optional[Union[SubjectFields, Mapping[str, Optional[str]]]],
+    level: ValidationLevel | str,
+    subject_fields: SubjectFields | Mapping[str, str | None] | None,
     now: _dt.datetime,
-    requested_not_after: Optional[_dt.datetime],
+    requested_not_after: _dt.datetime | None,
     public_base_url: str,
     *,
     ip_addresses: Sequence[str] = (),
-    serial: Optional[int] = None,
+    serial: int | None = None,
     include_common_name: bool = False,
     private_policy_oid: str = DEFAULT_PRIVATE_POLICY_OID,
     rsa_key_encipherment: bool = False,
@@ -134,7 +144,9 @@ def issue_tls_certificate(
 
     # The issuer and its key must belong together and be able to issue now.
     if not ca_key.matches(issuer):
-        raise IssuanceRejected("the CA key does not belong to the issuer certificate", field="issuer")
+        raise IssuanceRejected(
+            "the CA key does not belong to the issuer certificate", field="issuer"
+        )
     try:
         not_before = truncate_to_seconds(now)
     except (TypeError, ValueError) as exc:
@@ -183,11 +195,15 @@ def issue_tls_certificate(
         raise IssuanceRejected(str(exc), field="names") from None
 
     try:
-        signed = lint_then_sign(builder, ca_key, lambda der: lint_subscriber_certificate(der, level))
+        signed = lint_then_sign(
+            builder, ca_key, lambda der: lint_subscriber_certificate(der, level)
+        )
     except LintRejected as exc:
         raise IssuanceRejected(
             "pre-issuance lint refused the certificate: "
-            + "; ".join(f"{f.code}" + (f" ({f.message})" if f.message else "") for f in exc.report.errors),
+            + "; ".join(
+                f"{f.code}" + (f" ({f.message})" if f.message else "") for f in exc.report.errors
+            ),
             findings=exc.report.findings,
             field="lint",
         ) from None
@@ -206,16 +222,16 @@ def issue_tls_certificate(
     )
 
 
-def _pem(cert: Union[x509.Certificate, IssuedCertificate]) -> str:
+def _pem(cert: x509.Certificate | IssuedCertificate) -> str:
     if isinstance(cert, IssuedCertificate):
         return cert.pem
     return cert.public_bytes(Encoding.PEM).decode("ascii")
 
 
 def build_chain_pem(
-    cert: Union[x509.Certificate, IssuedCertificate],
+    cert: x509.Certificate | IssuedCertificate,
     issuing_ca: x509.Certificate,
-    root: Optional[x509.Certificate] = None,
+    root: x509.Certificate | None = None,
 ) -> str:
     """Leaf, then issuing CA, then (only if given) the root, as concatenated PEM.
 

@@ -36,8 +36,8 @@ __all__ = [
     "MIN_PASSPHRASE_LENGTH",
 ]
 
-CaPublicKey = Union[rsa.RSAPublicKey, ec.EllipticCurvePublicKey]
-CaPrivateKey = Union[rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey]
+CaPublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+CaPrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
 #: Minimum passphrase length (bytes, after UTF-8 encoding) when encrypting a key.
 MIN_PASSPHRASE_LENGTH = 16
@@ -47,7 +47,7 @@ class CaKeyError(Exception):
     """A CA key could not be created, loaded or used. The message never holds secrets."""
 
 
-class KeyType(str, enum.Enum):
+class KeyType(enum.StrEnum):
     """Key algorithms a CA key may use (BR 6.1.5: RSA >= 2048, ECDSA P-256/P-384/P-521)."""
 
     EC_P256 = "ec-p256"
@@ -98,7 +98,7 @@ class KeyType(str, enum.Enum):
         return hashes.SHA256()
 
     @classmethod
-    def from_public_key(cls, public_key: object) -> "KeyType":
+    def from_public_key(cls, public_key: object) -> KeyType:
         """The key type of a public key, or ``ValueError`` if it is not allowed for a CA."""
         if isinstance(public_key, rsa.RSAPublicKey):
             size = public_key.key_size
@@ -123,7 +123,7 @@ def generate_private_key(key_type: KeyType) -> CaPrivateKey:
     return ec.generate_private_key(key_type.curve())
 
 
-def _passphrase_bytes(passphrase: Union[str, bytes]) -> bytes:
+def _passphrase_bytes(passphrase: str | bytes) -> bytes:
     if isinstance(passphrase, str):
         passphrase = passphrase.encode("utf-8")
     if not isinstance(passphrase, (bytes, bytearray)) or not passphrase:
@@ -212,7 +212,7 @@ class EncryptedPemKey(CaKey):
         self._key_type = key_type
 
     @classmethod
-    def generate(cls, key_type: KeyType, passphrase: Union[str, bytes]) -> "EncryptedPemKey":
+    def generate(cls, key_type: KeyType, passphrase: str | bytes) -> EncryptedPemKey:
         """Generate a new key of ``key_type`` and encrypt it under ``passphrase``."""
         try:
             key_type = KeyType(key_type)
@@ -222,7 +222,7 @@ class EncryptedPemKey(CaKey):
         return cls(private_key, cls._encrypt(private_key, passphrase))
 
     @classmethod
-    def load(cls, encrypted_pem: Union[str, bytes], passphrase: Union[str, bytes]) -> "EncryptedPemKey":
+    def load(cls, encrypted_pem: str | bytes, passphrase: str | bytes) -> EncryptedPemKey:
         """Decrypt a stored key. Refuses unencrypted PEM (keys are never clear on disk)."""
         if isinstance(encrypted_pem, str):
             encrypted_pem = encrypted_pem.encode("ascii", "replace")
@@ -233,13 +233,15 @@ class EncryptedPemKey(CaKey):
             private_key = serialization.load_pem_private_key(encrypted_pem, password=password)
         except (ValueError, TypeError):
             # Do not chain the original exception: keep the message free of details.
-            raise CaKeyError("could not decrypt the CA key: wrong passphrase or damaged PEM") from None
+            raise CaKeyError(
+                "could not decrypt the CA key: wrong passphrase or damaged PEM"
+            ) from None
         if not isinstance(private_key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
             raise CaKeyError("CA key has an unsupported algorithm")
         return cls(private_key, encrypted_pem)
 
     @staticmethod
-    def _encrypt(private_key: CaPrivateKey, passphrase: Union[str, bytes]) -> bytes:
+    def _encrypt(private_key: CaPrivateKey, passphrase: str | bytes) -> bytes:
         password = _passphrase_bytes(passphrase)
         if len(password) < MIN_PASSPHRASE_LENGTH:
             raise CaKeyError(
@@ -257,7 +259,7 @@ class EncryptedPemKey(CaKey):
         """The at-rest form: PKCS#8 PEM encrypted under the passphrase."""
         return self._encrypted_pem
 
-    def reencrypt(self, new_passphrase: Union[str, bytes]) -> bytes:
+    def reencrypt(self, new_passphrase: str | bytes) -> bytes:
         """Encrypted PEM of the same key under a new passphrase (passphrase rotation)."""
         return self._encrypt(self._private_key, new_passphrase)
 
@@ -282,8 +284,8 @@ class EncryptedPemKey(CaKey):
     def __reduce__(self):
         raise TypeError("CA keys cannot be pickled")
 
-    def __copy__(self) -> "EncryptedPemKey":
+    def __copy__(self) -> EncryptedPemKey:
         return self
 
-    def __deepcopy__(self, memo: dict) -> "EncryptedPemKey":
+    def __deepcopy__(self, memo: dict) -> EncryptedPemKey:
         return self

@@ -25,8 +25,8 @@ lint takes a few milliseconds.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional, Union
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -64,7 +64,7 @@ class LintFinding:
 
     severity: str  # FATAL, ERROR, WARNING, NOTICE
     code: str  # e.g. "cabf.internal_domain_name"
-    message: Optional[str]
+    message: str | None
     path: str  # pkilint node path, e.g. "certificate.tbsCertificate.extensions.3..."
     validator: str
 
@@ -76,7 +76,7 @@ class LintFinding:
         msg = f": {self.message}" if self.message else ""
         return f"{self.severity} {self.code}{msg} @ {self.path}"
 
-    def as_dict(self) -> dict[str, Optional[str]]:
+    def as_dict(self) -> dict[str, str | None]:
         return {
             "severity": self.severity,
             "code": self.code,
@@ -125,7 +125,7 @@ class LintRejected(Exception):
 
 
 class _Linter:
-    def __init__(self, name: str, validator: object, filters: Optional[list]) -> None:
+    def __init__(self, name: str, validator: object, filters: list | None) -> None:
         self.name = name
         self.validator = validator
         self.filters = filters
@@ -168,7 +168,9 @@ def _build_linter(profile: str) -> _Linter:
 
     if profile == _PKIX:
         validator = certificate.create_pkix_certificate_validator_container(
-            certificate.create_decoding_validators(name.ATTRIBUTE_TYPE_MAPPINGS, extension.EXTENSION_MAPPINGS),
+            certificate.create_decoding_validators(
+                name.ATTRIBUTE_TYPE_MAPPINGS, extension.EXTENSION_MAPPINGS
+            ),
             [
                 certificate.create_issuer_validator_container([]),
                 certificate.create_validity_validator_container(),
@@ -206,7 +208,7 @@ _LEVEL_PROFILES = {
 }
 
 
-def warm_up(levels: tuple[Union[ValidationLevel, str], ...] = tuple(ValidationLevel)) -> None:
+def warm_up(levels: tuple[ValidationLevel | str, ...] = tuple(ValidationLevel)) -> None:
     """Build the validators now (e.g. at worker start) instead of on the first request."""
     for level in levels:
         _linter(_LEVEL_PROFILES[ValidationLevel(level)])
@@ -252,7 +254,7 @@ def lint_certificate(der: bytes, profile: str) -> LintReport:
     return LintReport(profile=profile, findings=tuple(findings))
 
 
-def lint_subscriber_certificate(der: bytes, level: Union[ValidationLevel, str]) -> LintReport:
+def lint_subscriber_certificate(der: bytes, level: ValidationLevel | str) -> LintReport:
     """Lint a subscriber TLS certificate with the profile of its validation level."""
     return lint_certificate(der, _LEVEL_PROFILES[ValidationLevel(level)])
 
@@ -282,7 +284,7 @@ def _throwaway_slot(key_type: KeyType) -> KeyType:
     return KeyType.RSA_2048 if key_type.is_rsa else key_type
 
 
-def throwaway_key(key_type: Union[KeyType, str]) -> CaPrivateKey:
+def throwaway_key(key_type: KeyType | str) -> CaPrivateKey:
     """A process-wide throwaway private key for ``key_type`` (generated once, never stored)."""
     slot = _throwaway_slot(KeyType(key_type))
     key = _throwaway.get(slot.value)
@@ -306,7 +308,9 @@ def _verify_signature(public_key: CaPublicKey, cert: x509.Certificate) -> bool:
         return False
     try:
         if isinstance(public_key, rsa.RSAPublicKey):
-            public_key.verify(cert.signature, cert.tbs_certificate_bytes, padding.PKCS1v15(), hash_alg)
+            public_key.verify(
+                cert.signature, cert.tbs_certificate_bytes, padding.PKCS1v15(), hash_alg
+            )
         elif isinstance(public_key, ec.EllipticCurvePublicKey):
             public_key.verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(hash_alg))
         else:
@@ -349,7 +353,9 @@ def lint_then_sign(
     if cert.tbs_certificate_bytes != probe.tbs_certificate_bytes:
         raise SigningMismatch("signed certificate differs from the linted to-be-signed certificate")
     if cert.signature_algorithm_oid != probe.signature_algorithm_oid:
-        raise SigningMismatch("signed certificate uses another signature algorithm than the linted one")
+        raise SigningMismatch(
+            "signed certificate uses another signature algorithm than the linted one"
+        )
     if not _verify_signature(ca_key.public_key(), cert):
         raise SigningMismatch("signed certificate does not verify under the CA public key")
     return LintedCertificate(certificate=cert, report=report)

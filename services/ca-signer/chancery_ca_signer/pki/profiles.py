@@ -31,8 +31,8 @@ from __future__ import annotations
 import datetime as _dt
 import enum
 import ipaddress
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import Mapping, Optional, Sequence, Union
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -68,7 +68,7 @@ POLICY_OID_EV = "2.23.140.1.1"
 DEFAULT_PRIVATE_POLICY_OID = "1.3.6.1.4.1.32473.1.2.1"
 
 
-class ValidationLevel(str, enum.Enum):
+class ValidationLevel(enum.StrEnum):
     """How the subscriber was validated; selects policy OID, subject and lint profile."""
 
     DV = "dv"
@@ -80,7 +80,9 @@ class ValidationLevel(str, enum.Enum):
         return self.value
 
 
-def policy_oid_for(level: Union[ValidationLevel, str], private_policy_oid: str = DEFAULT_PRIVATE_POLICY_OID) -> str:
+def policy_oid_for(
+    level: ValidationLevel | str, private_policy_oid: str = DEFAULT_PRIVATE_POLICY_OID
+) -> str:
     """The certificate policy OID a certificate of ``level`` carries."""
     level = ValidationLevel(level)
     return {
@@ -128,20 +130,20 @@ _ALIASES = {
 class SubjectFields:
     """Verified organization details for OV/EV (and optionally private) subjects."""
 
-    organization_name: Optional[str] = None
-    country: Optional[str] = None  # ISO 3166-1 alpha-2, upper case
-    state_or_province: Optional[str] = None
-    locality: Optional[str] = None
-    street_address: Optional[str] = None  # EV only (BR: NOT RECOMMENDED for OV)
-    postal_code: Optional[str] = None  # EV only
-    serial_number: Optional[str] = None  # EV: registration number
-    business_category: Optional[str] = None  # EV: "Private Organization", ...
-    jurisdiction_country: Optional[str] = None  # EV
-    jurisdiction_state_or_province: Optional[str] = None  # EV
-    jurisdiction_locality: Optional[str] = None  # EV
+    organization_name: str | None = None
+    country: str | None = None  # ISO 3166-1 alpha-2, upper case
+    state_or_province: str | None = None
+    locality: str | None = None
+    street_address: str | None = None  # EV only (BR: NOT RECOMMENDED for OV)
+    postal_code: str | None = None  # EV only
+    serial_number: str | None = None  # EV: registration number
+    business_category: str | None = None  # EV: "Private Organization", ...
+    jurisdiction_country: str | None = None  # EV
+    jurisdiction_state_or_province: str | None = None  # EV
+    jurisdiction_locality: str | None = None  # EV
 
     @classmethod
-    def from_mapping(cls, data: Optional[Mapping[str, Optional[str]]]) -> "SubjectFields":
+    def from_mapping(cls, data: Mapping[str, str | None] | None) -> SubjectFields:
         """Build from a dict using field names or X.500 short names (O, C, ST, L, ...).
 
         Unknown keys raise ``ValueError`` rather than being silently dropped, so a
@@ -152,9 +154,11 @@ class SubjectFields:
         if isinstance(data, SubjectFields):
             return data
         known = {f.name for f in fields(cls)}
-        values: dict[str, Optional[str]] = {}
+        values: dict[str, str | None] = {}
         for key, value in data.items():
-            norm = key if key in known else _ALIASES.get(key.replace("_", "").replace("-", "").lower())
+            norm = (
+                key if key in known else _ALIASES.get(key.replace("_", "").replace("-", "").lower())
+            )
             if norm is None:
                 raise ValueError(f"unknown subject field {key!r}")
             if value is not None and not isinstance(value, str):
@@ -166,9 +170,9 @@ class SubjectFields:
 
 
 def build_subject(
-    level: Union[ValidationLevel, str],
-    subject_fields: Optional[Union[SubjectFields, Mapping[str, Optional[str]]]],
-    common_name: Optional[str] = None,
+    level: ValidationLevel | str,
+    subject_fields: SubjectFields | Mapping[str, str | None] | None,
+    common_name: str | None = None,
 ) -> x509.Name:
     """The subject DN for ``level``, attributes in BR 7.1.4.2 order.
 
@@ -177,16 +181,22 @@ def build_subject(
     """
     level = ValidationLevel(level)
     sf = SubjectFields.from_mapping(subject_fields)  # type: ignore[arg-type]
-    attrs: list[tuple[ObjectIdentifier, Optional[str]]] = []
+    attrs: list[tuple[ObjectIdentifier, str | None]] = []
     if level is not ValidationLevel.DV:
         if level in (ValidationLevel.OV, ValidationLevel.EV):
             missing = [n for n in ("organization_name", "country") if not getattr(sf, n)]
             if missing:
                 raise ValueError(f"{level.value.upper()} subject requires {', '.join(missing)}")
             if not (sf.state_or_province or sf.locality):
-                raise ValueError(f"{level.value.upper()} subject requires a state/province or locality")
+                raise ValueError(
+                    f"{level.value.upper()} subject requires a state/province or locality"
+                )
         if level is ValidationLevel.EV:
-            missing = [n for n in ("serial_number", "business_category", "jurisdiction_country") if not getattr(sf, n)]
+            missing = [
+                n
+                for n in ("serial_number", "business_category", "jurisdiction_country")
+                if not getattr(sf, n)
+            ]
             if missing:
                 raise ValueError(f"EV subject requires {', '.join(missing)}")
         attrs += [
@@ -210,7 +220,11 @@ def build_subject(
             ]
     attrs.append((NameOID.COMMON_NAME, common_name))
     return x509.Name(
-        [x509.RelativeDistinguishedName([x509.NameAttribute(oid, value)]) for oid, value in attrs if value]
+        [
+            x509.RelativeDistinguishedName([x509.NameAttribute(oid, value)])
+            for oid, value in attrs
+            if value
+        ]
     )
 
 
@@ -224,11 +238,11 @@ def _issuer_ski(issuer_cert: x509.Certificate) -> x509.SubjectKeyIdentifier:
 def build_tls_server_certificate(
     *,
     issuer_cert: x509.Certificate,
-    subject_public_key: Union[rsa.RSAPublicKey, ec.EllipticCurvePublicKey],
-    level: Union[ValidationLevel, str],
+    subject_public_key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey,
+    level: ValidationLevel | str,
     dns_names: Sequence[str],
     ip_addresses: Sequence[str] = (),
-    subject_fields: Optional[Union[SubjectFields, Mapping[str, Optional[str]]]] = None,
+    subject_fields: SubjectFields | Mapping[str, str | None] | None = None,
     serial: int,
     not_before: _dt.datetime,
     not_after: _dt.datetime,
@@ -282,7 +296,9 @@ def build_tls_server_certificate(
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.SubjectAlternativeName(general_names), critical=len(subject) == 0)
         .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(_issuer_ski(issuer_cert)),
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(
+                _issuer_ski(issuer_cert)
+            ),
             critical=False,
         )
     )
@@ -294,9 +310,13 @@ def build_tls_server_certificate(
         builder.add_extension(
             x509.AuthorityInformationAccess(
                 [
-                    x509.AccessDescription(x509.AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(urls.ocsp)),
                     x509.AccessDescription(
-                        x509.AuthorityInformationAccessOID.CA_ISSUERS, x509.UniformResourceIdentifier(urls.ca_issuers)
+                        x509.AuthorityInformationAccessOID.OCSP,
+                        x509.UniformResourceIdentifier(urls.ocsp),
+                    ),
+                    x509.AccessDescription(
+                        x509.AuthorityInformationAccessOID.CA_ISSUERS,
+                        x509.UniformResourceIdentifier(urls.ca_issuers),
                     ),
                 ]
             ),
@@ -304,7 +324,11 @@ def build_tls_server_certificate(
         )
         .add_extension(
             x509.CertificatePolicies(
-                [x509.PolicyInformation(ObjectIdentifier(policy_oid_for(level, private_policy_oid)), None)]
+                [
+                    x509.PolicyInformation(
+                        ObjectIdentifier(policy_oid_for(level, private_policy_oid)), None
+                    )
+                ]
             ),
             critical=False,
         )

@@ -13,7 +13,6 @@ Routes (api.md): ``GET /ca/issuers/{id}.crt``, ``GET /ca/crl/{id}.crl``,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
 from urllib.parse import urlsplit
 
 from cryptography import x509
@@ -24,7 +23,7 @@ __all__ = ["CaUrls", "issuer_id", "ca_urls", "normalise_base_url"]
 _ISSUER_ID_BYTES = 8
 
 
-def issuer_id(ca: Union[x509.Certificate, x509.SubjectKeyIdentifier, bytes]) -> str:
+def issuer_id(ca: x509.Certificate | x509.SubjectKeyIdentifier | bytes) -> str:
     """Short stable id of a CA: lower-case hex of the first 8 bytes of its subject key identifier.
 
     Stable because the SKI is derived from the CA's public key (a re-issued CA
@@ -49,13 +48,15 @@ def issuer_id(ca: Union[x509.Certificate, x509.SubjectKeyIdentifier, bytes]) -> 
 
 
 def normalise_base_url(public_base_url: str) -> str:
-    """Validate and normalise the public base URL: ``http://host[:port][/prefix]``, no trailing slash."""
+    """Validate and normalise ``http://host[:port][/prefix]`` (no trailing slash)."""
     if not isinstance(public_base_url, str) or not public_base_url.strip():
         raise ValueError("public_base_url is required")
     url = public_base_url.strip().rstrip("/")
     parts = urlsplit(url)
     if parts.scheme != "http":
-        raise ValueError("public_base_url must use http:// (BR requires http for AIA, OCSP and CRL URLs)")
+        raise ValueError(
+            "public_base_url must use http:// (BR requires http for AIA, OCSP and CRL URLs)"
+        )
     if not parts.hostname:
         raise ValueError("public_base_url has no host")
     if parts.query or parts.fragment or parts.username or parts.password:
@@ -72,7 +73,7 @@ class CaUrls:
     ocsp: str  # the OCSP responder
 
 
-def ca_urls(public_base_url: str, issuer: Union[str, x509.Certificate]) -> CaUrls:
+def ca_urls(public_base_url: str, issuer: str | x509.Certificate) -> CaUrls:
     """URLs for certificates issued by ``issuer`` (a CA certificate or its :func:`issuer_id`)."""
     base = normalise_base_url(public_base_url)
     iid = issuer if isinstance(issuer, str) else issuer_id(issuer)

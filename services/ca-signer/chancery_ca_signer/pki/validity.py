@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import datetime as _dt
 from dataclasses import dataclass
-from typing import Optional
 
 __all__ = [
     "ValidityPeriodRule",
@@ -40,7 +39,7 @@ __all__ = [
     "truncate_to_seconds",
 ]
 
-UTC = _dt.timezone.utc
+UTC = _dt.UTC
 ONE_SECOND = _dt.timedelta(seconds=1)
 
 
@@ -107,9 +106,9 @@ def validity_period(not_before: _dt.datetime, not_after: _dt.datetime) -> _dt.ti
 
 def cap_not_after(
     not_before: _dt.datetime,
-    requested_not_after: Optional[_dt.datetime] = None,
+    requested_not_after: _dt.datetime | None = None,
     *,
-    issued_at: Optional[_dt.datetime] = None,
+    issued_at: _dt.datetime | None = None,
 ) -> _dt.datetime:
     """The notAfter to issue: the requested one, shortened to the allowed maximum.
 
@@ -153,7 +152,11 @@ def validation_expires_at(validated_at: _dt.datetime) -> _dt.datetime:
     candidates = []
     for i, rule in enumerate(RULES):
         end_of_rule = RULES[i + 1].starts if i + 1 < len(RULES) else None
-        expiry = validated_at + _dt.timedelta(days=rule.max_validation_reuse_days) + _dt.timedelta(microseconds=1)
+        expiry = (
+            validated_at
+            + _dt.timedelta(days=rule.max_validation_reuse_days)
+            + _dt.timedelta(microseconds=1)
+        )
         start = max(rule.starts, validated_at)
         # In this rule's window the validation dies at `expiry` if that falls in the window,
         # or at the window's start if it is already too old there.

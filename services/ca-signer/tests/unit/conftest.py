@@ -17,23 +17,26 @@ SERVICE_DIR = Path(__file__).resolve().parents[2]
 if str(SERVICE_DIR) not in sys.path:
     sys.path.insert(0, str(SERVICE_DIR))
 
+from chancery_ca_signer.pki import csr as csr_mod  # noqa: E402
+from chancery_ca_signer.pki.hierarchy import create_hierarchy  # noqa: E402
+from chancery_ca_signer.pki.keys import KeyType  # noqa: E402
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec, rsa  # noqa: E402
 from cryptography.x509.oid import NameOID  # noqa: E402
 
-from chancery_ca_signer.pki import csr as csr_mod  # noqa: E402
-from chancery_ca_signer.pki.hierarchy import create_hierarchy  # noqa: E402
-from chancery_ca_signer.pki.keys import KeyType  # noqa: E402
-
 BASE_URL = "http://pki.example.com"
 PASSPHRASE = "correct horse battery staple 42"
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def make_csr_pem(private_key, names=("www.example.com",), ips=(), hash_alg=None, cn=True) -> bytes:
     """A PEM CSR signed by ``private_key`` with CN = first name and the names as SANs."""
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]) if cn and names else x509.Name([])
+    subject = (
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+        if cn and names
+        else x509.Name([])
+    )
     builder = x509.CertificateSigningRequestBuilder().subject_name(subject)
     sans = [x509.DNSName(n) for n in names]
     import ipaddress
@@ -41,7 +44,9 @@ def make_csr_pem(private_key, names=("www.example.com",), ips=(), hash_alg=None,
     sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-    if hash_alg is None and not isinstance(private_key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
+    if hash_alg is None and not isinstance(
+        private_key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)
+    ):
         algorithm = None  # Ed25519 / Ed448
     else:
         algorithm = hash_alg or hashes.SHA256()

@@ -2,11 +2,9 @@ import math
 import secrets
 
 import pytest
+from chancery_ca_signer.pki.csr import CsrRejected, check_subscriber_public_key, parse_csr
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-
-from chancery_ca_signer.pki.csr import CsrRejected, check_subscriber_public_key, parse_csr
-
 
 # --- helpers to construct weak RSA moduli -------------------------------------------
 
@@ -53,19 +51,23 @@ def _roca_style_prime(bits: int) -> int:
     """A prime of the Infineon form k*M + (65537^a mod M) (CVE-2017-15361)."""
     primes = [p for p in range(2, 168) if all(p % q for q in range(2, int(p**0.5) + 1))]
     m = math.prod(primes)
+    # k in [1.5 * 2^(bits-1) / m, 2^bits / m - 1]: the prime has exactly `bits` bits and is
+    # >= 1.5 * 2^(bits-1), so the product of two such primes has exactly 2*bits bits.
+    k_low = ((3 << (bits - 2)) + m - 1) // m
+    k_high = (1 << bits) // m - 1
     while True:
-        a = secrets.randbelow(2**64)
-        k = secrets.randbits(bits - m.bit_length()) | (3 << (bits - m.bit_length() - 2))
-        candidate = k * m + pow(65537, a, m)
-        # >= 1.5 * 2^(bits-1) so that the product of two such primes has exactly 2*bits bits.
-        if candidate.bit_length() == bits and candidate >= 3 << (bits - 2) and _is_probable_prime(candidate):
+        k = k_low + secrets.randbelow(k_high - k_low)
+        candidate = k * m + pow(65537, secrets.randbelow(2**64), m)
+        if candidate < (1 << bits) and _is_probable_prime(candidate):
             return candidate
 
 
 # --- accepted CSRs ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("curve, label", [(ec.SECP256R1, "P-256"), (ec.SECP384R1, "P-384"), (ec.SECP521R1, "P-521")])
+@pytest.mark.parametrize(
+    "curve, label", [(ec.SECP256R1, "P-256"), (ec.SECP384R1, "P-384"), (ec.SECP521R1, "P-521")]
+)
 def test_ecdsa_csr_on_allowed_curves_is_accepted(curve, label, make_csr):
     info = parse_csr(make_csr(ec.generate_private_key(curve())))
     assert info.key_type == f"ECDSA {label}"
@@ -136,7 +138,14 @@ def test_tampered_csr_signature_is_rejected(ec_key, make_csr):
         parse_csr(tampered)
 
 
-@pytest.mark.parametrize("data", [b"", b"garbage", "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"garbage",
+        "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",
+    ],
+)
 def test_malformed_csr_is_rejected(data):
     with pytest.raises(CsrRejected):
         parse_csr(data)
@@ -154,8 +163,8 @@ def test_roca_vulnerable_rsa_key_is_rejected():
         check_subscriber_public_key(_rsa_public(n))
 
 
-def test_rsa_key_with_close_primes_is_rejected():
-    p = _next_prime(secrets.randbits(1024) | (3 << 1022))
+def test_rsa_key_with_close_primes_is_rejected(rsa_key):
+    p = rsa_key.private_numbers().p  # a random 1024-bit prime (top two bits set)
     q = _next_prime(p + 2**20)
     n = p * q
     assert n.bit_length() == 2048
@@ -163,13 +172,11 @@ def test_rsa_key_with_close_primes_is_rejected():
         check_subscriber_public_key(_rsa_public(n))
 
 
-def test_rsa_modulus_with_small_factor_is_rejected(rsa_key):
-    n = rsa_key.public_key().public_numbers().n
-    # Replace the key by 751 * (a 2037-bit odd number): still 2048 bits, obviously weak.
-    weak = 751 * ((n >> 10) | 1)
-    weak_bits = weak.bit_length()
-    if weak_bits != 2048:
-        pytest.skip("constructed modulus has the wrong size")
+def test_rsa_modulus_with_small_factor_is_rejected():
+    # 751 * (an odd cofactor), sized to exactly 2048 bits: obviously weak.
+    low, high = (1 << 2047) // 751 + 1, (1 << 2048) // 751
+    weak = 751 * ((low + secrets.randbelow(high - low)) | 1)
+    assert weak.bit_length() == 2048
     with pytest.raises(CsrRejected, match="small prime factor"):
         check_subscriber_public_key(_rsa_public(weak))
 

@@ -1,10 +1,9 @@
 import datetime as dt
 
 import pytest
-
 from chancery_ca_signer.pki import validity
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 S = dt.timedelta(seconds=1)
 
 

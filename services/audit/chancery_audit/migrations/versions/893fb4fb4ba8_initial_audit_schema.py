@@ -1,8 +1,8 @@
 """initial audit schema
 
-Revision ID: 94632d720626
+Revision ID: 893fb4fb4ba8
 Revises: 
-Create Date: 2026-11-26 18:20:35.480562
+Create Date: 2026-11-26 18:29:16.551144
 
 """
 from typing import Sequence, Union
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision: str = '94632d720626'
+revision: str = '893fb4fb4ba8'
 down_revision: Union[str, Sequence[str], None] = None
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
@@ -88,7 +88,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('audit_entries', schema=None) as batch_op:
         batch_op.create_index('ix_audit_entries_account_at', ['account_id', 'at', 'id'], unique=False)
-        batch_op.create_index('ix_audit_entries_action', ['action'], unique=False)
+        batch_op.create_index('ix_audit_entries_action', ['action'], unique=False, postgresql_ops={'action': 'text_pattern_ops'})
         batch_op.create_index('ix_audit_entries_at', ['at', 'id'], unique=False)
         batch_op.create_index('ix_audit_entries_correlation', ['correlation_id'], unique=False)
         batch_op.create_index('ix_audit_entries_target', ['target'], unique=False)
@@ -118,7 +118,7 @@ def downgrade() -> None:
         batch_op.drop_index('ix_audit_entries_target')
         batch_op.drop_index('ix_audit_entries_correlation')
         batch_op.drop_index('ix_audit_entries_at')
-        batch_op.drop_index('ix_audit_entries_action')
+        batch_op.drop_index('ix_audit_entries_action', postgresql_ops={'action': 'text_pattern_ops'})
         batch_op.drop_index('ix_audit_entries_account_at')
 
     op.drop_table('audit_entries')

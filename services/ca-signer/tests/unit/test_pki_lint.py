@@ -1,0 +1,90 @@
+import datetime as dt
+
+import pytest
+from chancery_ca_signer.pki import lint
+from chancery_ca_signer.pki.keys import KeyType
+from chancery_ca_signer.pki.profiles import build_tls_server_certificate, new_serial_number
+from cryptography.hazmat.primitives.serialization import Encoding
+
+
+def _builder(hierarchy, csr_info, base_url, now, names=("www.example.com",)):
+    return build_tls_server_certificate(
+        issuer_cert=hierarchy.issuing_cert,
+        subject_public_key=csr_info.public_key,
+        level="dv",
+        dns_names=list(names),
+        serial=new_serial_number(),
+        not_before=now,
+        not_after=now + dt.timedelta(days=90),
+        public_base_url=base_url,
+    )
+
+
+def test_validator_is_built_once_and_reused(hierarchy, ec_csr, base_url, now):
+    der = lint.sign_with_throwaway_key(
+        _builder(hierarchy, ec_csr, base_url, now), hierarchy.issuing_key
+    ).public_bytes(Encoding.DER)
+    lint.lint_subscriber_certificate(der, "dv")
+    first = lint._linter("DV_FINAL_CERTIFICATE")
+    lint.lint_subscriber_certificate(der, "dv")
+    assert lint._linter("DV_FINAL_CERTIFICATE") is first
+    assert first.validator is lint._linter("DV_FINAL_CERTIFICATE").validator
+
+
+def test_throwaway_key_is_cached_and_matches_the_ca_signature_algorithm(hierarchy, rsa_hierarchy):
+    assert lint.throwaway_key(KeyType.EC_P256) is lint.throwaway_key(KeyType.EC_P256)
+    assert lint.throwaway_key(KeyType.RSA_4096) is lint.throwaway_key(KeyType.RSA_2048)
+    assert lint.throwaway_key(KeyType.EC_P384) is not lint.throwaway_key(KeyType.EC_P256)
+    for h in (hierarchy, rsa_hierarchy):
+        # Same TBS whichever key signs: the probe and the CA-signed certificate match.
+        builder = build_tls_server_certificate(
+            issuer_cert=h.issuing_cert,
+            subject_public_key=h.root_key.public_key(),
+            level="dv",
+            dns_names=["www.example.com"],
+            serial=123456789,
+            not_before=dt.datetime(2026, 6, 1, tzinfo=dt.UTC),
+            not_after=dt.datetime(2026, 7, 1, tzinfo=dt.UTC),
+            public_base_url="http://pki.example.com",
+        )
+        probe = lint.sign_with_throwaway_key(builder, h.issuing_key)
+        real = h.issuing_key.sign_certificate(builder)
+        assert probe.tbs_certificate_bytes == real.tbs_certificate_bytes
+        assert probe.signature != real.signature
+
+
+def test_findings_are_structured_and_blocking_only_for_error_and_fatal(
+    hierarchy, ec_csr, base_url, now
+):
+    builder = _builder(
+        hierarchy, ec_csr, base_url, now, names=("www.example.com", "intranet.local")
+    )
+    der = lint.sign_with_throwaway_key(builder, hierarchy.issuing_key).public_bytes(Encoding.DER)
+    report = lint.lint_subscriber_certificate(der, "dv")
+    assert not report.ok
+    (finding,) = report.errors
+    assert finding.severity == "ERROR" and finding.blocking
+    assert finding.code == "cabf.internal_domain_name"
+    assert "intranet.local" in finding.message
+    assert finding.path.endswith("subjectAltName.1.dNSName")
+    assert finding.as_dict()["code"] == "cabf.internal_domain_name"
+    assert lint.LintFinding("WARNING", "x", None, "p", "v").blocking is False
+    assert lint.LintFinding("FATAL", "x", None, "p", "v").blocking is True
+
+
+def test_private_profile_lints_with_rfc5280_only(hierarchy, ec_csr, base_url, now):
+    builder = _builder(hierarchy, ec_csr, base_url, now, names=("intranet.local",))
+    der = lint.sign_with_throwaway_key(builder, hierarchy.issuing_key).public_bytes(Encoding.DER)
+    assert lint.lint_subscriber_certificate(der, "private").profile == "PKIX"
+    assert lint.lint_subscriber_certificate(der, "private").ok
+    assert not lint.lint_subscriber_certificate(der, "dv").ok
+
+
+def test_lint_then_sign_refuses_before_the_ca_key_signs(hierarchy, ec_csr, base_url, now):
+    builder = _builder(hierarchy, ec_csr, base_url, now, names=("app.test",))
+    with pytest.raises(lint.LintRejected) as excinfo:
+        lint.lint_then_sign(
+            builder, hierarchy.issuing_key, lambda der: lint.lint_subscriber_certificate(der, "dv")
+        )
+    assert excinfo.value.report.errors
+    assert "cabf.internal_domain_name" in str(excinfo.value)

@@ -1,0 +1,91 @@
+"""``Idempotency-Key`` for POSTs that create something (api.md): a retried deposit must
+never charge a card twice.
+
+A key is claimed in its own short transaction before the work starts (a concurrent
+twin gets 409), the first successful response is stored in the same transaction as
+the work, and an attempt that failed releases its claim so the client may try again.
+Request fingerprints never contain a card number or CVC.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+from chancery_shared.messaging.envelope import utcnow
+from chancery_shared.messaging.unit_of_work import UnitOfWork
+from chancery_shared.web.problems import Conflict, InvalidField
+from flask import Response
+from sqlalchemy import Table, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+HEADER = "Idempotency-Key"
+_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+
+def fingerprint(payload: Any) -> str:
+    """A stable hash of a request body (callers strip secrets before)."""
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    principal: str
+    key: str
+
+
+class IdempotencyKeys:
+    def __init__(self, uow_factory: Callable[[], UnitOfWork], table: Table):
+        self._uow = uow_factory
+        self._table = table
+
+    def begin(self, principal: str, key: str, method: str, path: str,
+              request_hash: str) -> Claim | Response:
+        """Claim ``key`` for this request, or the stored response of its first success."""
+        if not _KEY.match(key):
+            raise InvalidField(HEADER, "must be 1 to 255 printable ASCII characters")
+        t = self._table
+        with self._uow() as uow:
+            row = uow.session.execute(select(t).where(t.c.principal == principal,
+                                                      t.c.key == key)).first()
+            if row is None:
+                try:
+                    uow.session.execute(insert(t).values(
+                        principal=principal, key=key, method=method, path=path,
+                        request_hash=request_hash, created_at=utcnow()))
+                    uow.commit()
+                    return Claim(principal, key)
+                except IntegrityError:
+                    raise Conflict("a request with this Idempotency-Key is in progress",
+                                   code="idempotency_key_in_use") from None
+        if (row.method, row.path, row.request_hash) != (method, path, request_hash):
+            raise InvalidField(HEADER, "was already used for a different request",
+                               code="idempotency_key_reused")
+        if row.status_code is None:
+            raise Conflict("a request with this Idempotency-Key is in progress",
+                           code="idempotency_key_in_use")
+        response = Response(row.response_body, status=row.status_code,
+                            mimetype="application/json")
+        response.headers["Idempotent-Replayed"] = "true"
+        return response
+
+    def complete(self, session: Session, claim: Claim, status: int, body: Any) -> None:
+        """Store the response in the caller's transaction (it commits with the work)."""
+        t = self._table
+        session.execute(update(t).where(t.c.principal == claim.principal, t.c.key == claim.key)
+                        .values(status_code=status, response_body=json.dumps(body)))
+
+    def abandon(self, claim: Claim) -> None:
+        """The attempt failed: free the key (only if no response was stored)."""
+        t = self._table
+        with self._uow() as uow:
+            uow.session.execute(delete(t).where(t.c.principal == claim.principal,
+                                                t.c.key == claim.key,
+                                                t.c.status_code.is_(None)))
+            uow.commit()

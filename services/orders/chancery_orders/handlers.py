@@ -1,0 +1,645 @@
+"""orders' service layer: one function per command or event, each in one unit of work.
+
+Functions raise :mod:`chancery_shared.web.problems` errors before anything is written,
+emit their messages with ``uow.event`` and commit, so a state change and the events
+that describe it are stored together or not at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import idna
+from chancery_shared.auth.tokens import Principal
+from chancery_shared.messaging.envelope import Actor, Context, Envelope, isoformat, utcnow
+from chancery_shared.messaging.unit_of_work import UnitOfWork
+from chancery_shared.web.pagination import decode_cursor, encode_cursor
+from chancery_shared.web.problems import (
+    Conflict,
+    Forbidden,
+    InvalidField,
+    NotFound,
+    Unprocessable,
+)
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
+from sqlalchemy import Select, and_, or_, select
+from sqlalchemy.exc import IntegrityError
+
+from chancery_orders import access
+from chancery_orders import names as hostnames
+from chancery_orders.csrs import CsrRejected, check_csr
+from chancery_orders.model import (
+    APPROVED,
+    AWAITING_FUNDS,
+    ISSUING,
+    PENDING_APPROVAL,
+    Certificate,
+    Domain,
+    Issuance,
+    Order,
+    Product,
+    Unit,
+    User,
+    new_id,
+    uncovered_names,
+)
+
+log = logging.getLogger(__name__)
+SUBMIT_DOMAIN_URL = "/api/orders/v1/domains"
+MAX_COMMON_NAME_LENGTH = 64  # X.520 ub-common-name
+CERTIFICATE_FORMATS = {
+    "pem": ("application/x-pem-file", "pem"),
+    "pem-chain": ("application/x-pem-file", "chain.pem"),
+    "der": ("application/pkix-cert", "cer"),
+    "p7b": ("application/pkcs7-mime", "p7b"),
+}
+
+# --- shared helpers --------------------------------------------------------------------
+
+
+def _page(uow: UnitOfWork, query: Select, entity: Any, limit: int,
+          cursor: str | None) -> tuple[list[Any], str | None]:
+    """Keyset pagination, newest first, on ``(created_at, id)``."""
+    position = decode_cursor(cursor)
+    if position is not None:
+        try:
+            at = datetime.fromisoformat(str(position["at"]))
+            last_id = str(position["id"])
+        except (KeyError, ValueError) as exc:
+            raise InvalidField("cursor", "is not a cursor this endpoint returned") from exc
+        query = query.where(or_(entity.created_at < at,
+                                and_(entity.created_at == at, entity.id < last_id)))
+    rows = list(uow.session.execute(
+        query.order_by(entity.created_at.desc(), entity.id.desc()).limit(limit + 1)
+    ).scalars())
+    next_cursor = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        next_cursor = encode_cursor({"at": last.created_at.isoformat(), "id": last.id})
+    return rows[:limit], next_cursor
+
+
+def _money(cents: int) -> str:
+    """US dollars for summaries, without ever going through a float."""
+    return f"${cents // 100:,}.{cents % 100:02d}"
+
+
+def _person(context: Context) -> str:
+    return context.actor.user_name or context.actor.system or "someone"
+
+
+def _order_event(uow: UnitOfWork, type_: str, context: Context, order: Order, summary: str,
+                 data: dict[str, Any]) -> None:
+    """Every message of an order's flow carries the order id as its correlation id."""
+    uow.event(type_, context.with_account(order.account_id), subject=("order", order.id),
+              summary=summary, data=data, correlation_id=order.id)
+
+
+# --- products --------------------------------------------------------------------------
+
+
+def list_products(uow: UnitOfWork) -> list[Product]:
+    return list(uow.session.execute(
+        select(Product).where(Product.active.is_(True)).order_by(Product.position)).scalars())
+
+
+# --- domains ---------------------------------------------------------------------------
+
+
+def submit_domain(uow: UnitOfWork, principal: Principal, context: Context, name: str,
+                  method: str) -> Domain:
+    """Start validating control of ``name`` for the caller's account."""
+    assert principal.account_id is not None
+    try:
+        normalised = hostnames.normalise(name)
+    except hostnames.NameRejected as exc:
+        raise InvalidField("name", str(exc)) from exc
+    taken = uow.session.execute(select(Domain.id).where(
+        Domain.account_id == principal.account_id, Domain.name == normalised)).first()
+    if taken:
+        raise Conflict(f"{normalised} has already been submitted for this account",
+                       code="domain_exists", domain_id=taken[0])
+    domain = Domain(id=new_id(), account_id=principal.account_id, name=normalised,
+                    method=method, status="pending", token=secrets.token_urlsafe(24),
+                    created_at=utcnow(), submitted_by_id=principal.user_id,
+                    submitted_by_name=principal.name)
+    uow.session.add(domain)
+    try:
+        uow.session.flush()
+    except IntegrityError as exc:  # a concurrent twin submitted it first
+        raise Conflict(f"{normalised} has already been submitted for this account",
+                       code="domain_exists") from exc
+    uow.event("orders.domain.submitted", context, subject=("domain", domain.id),
+              summary=f"{_person(context)} submitted the domain {normalised} for validation "
+                      f"by {method}",
+              data={"domain_id": domain.id, "name": normalised, "method": method,
+                    "validated_until": None},
+              correlation_id=domain.id)
+    uow.commit()
+    return domain
+
+
+def _domain_filter(status: str | None, at: datetime) -> Any:
+    if status == "validated":
+        return and_(Domain.status == "validated", Domain.validated_until > at)
+    if status == "expired":
+        return or_(Domain.status == "expired",
+                   and_(Domain.status == "validated", Domain.validated_until <= at))
+    return Domain.status == status
+
+
+def _name_fragment(text: str) -> str:
+    fragment = text.strip().lower().rstrip(".")
+    if not fragment.isascii():
+        try:
+            fragment = idna.encode(fragment, uts46=True).decode("ascii")
+        except (idna.IDNAError, UnicodeError):
+            pass
+    return re.sub(r"([\\%_])", r"\\\1", fragment)
+
+
+def list_domains(uow: UnitOfWork, principal: Principal, *, status: str | None,
+                 name: str | None, limit: int, cursor: str | None
+                 ) -> tuple[list[Domain], str | None]:
+    """The account's domains; for the platform operator, every account's (to find the
+    pending ones to validate)."""
+    query = select(Domain)
+    if not principal.is_operator:
+        query = query.where(Domain.account_id == principal.account_id)
+    if status:
+        query = query.where(_domain_filter(status, utcnow()))
+    if name:
+        query = query.where(Domain.name.like(f"%{_name_fragment(name)}%", escape="\\"))
+    return _page(uow, query, Domain, limit, cursor)
+
+
+def _visible_domain(uow: UnitOfWork, principal: Principal, domain_id: str,
+                    for_update: bool = False) -> Domain:
+    domain = uow.session.get(Domain, domain_id, with_for_update=for_update)
+    if domain is None or not (principal.is_operator
+                              or domain.account_id == principal.account_id):
+        raise NotFound("no such domain")
+    return domain
+
+
+def get_domain(uow: UnitOfWork, principal: Principal, domain_id: str) -> Domain:
+    return _visible_domain(uow, principal, domain_id)
+
+
+def approve_domain(uow: UnitOfWork, principal: Principal, context: Context, domain_id: str,
+                   note: str | None) -> Domain:
+    """Manual validation by CA staff: the domain may back issuance for the reuse period."""
+    domain = _visible_domain(uow, principal, domain_id, for_update=True)
+    domain.validate_manually(context.actor, note, utcnow())
+    assert domain.validated_until is not None
+    until = domain.validated_until.date().isoformat()
+    uow.event("orders.domain.validated", context.with_account(domain.account_id),
+              subject=("domain", domain.id),
+              summary=f"{_person(context)} validated the domain {domain.name} by manual review "
+                      f"(valid until {until})",
+              data={"domain_id": domain.id, "name": domain.name, "method": domain.method,
+                    "validated_until": isoformat(domain.validated_until),
+                    "validation": "manual_review", "note": note},
+              correlation_id=domain.id)
+    uow.commit()
+    return domain
+
+
+def _account_domains(uow: UnitOfWork, account_id: str) -> list[Domain]:
+    return list(uow.session.execute(select(Domain).where(
+        Domain.account_id == account_id, Domain.status == "validated")).scalars())
+
+
+def _uncovered(uow: UnitOfWork, order: Order) -> list[str]:
+    return uncovered_names(order.names, _account_domains(uow, order.account_id), utcnow())
+
+
+def _missing_domains(names: list[str]) -> list[str]:
+    """The base domains to submit for ``names`` (one per registrable domain)."""
+    return sorted({hostnames.registrable_domain(name) for name in names})
+
+
+# --- placing an order ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewOrder:
+    product: str
+    term_years: int
+    server_type: str
+    common_name: str
+    sans: tuple[str, ...]
+    csr: str
+    unit_id: str | None = None
+    notes: str | None = None
+
+
+class _Problems:
+    """Collects every bad field of a request, so the answer names them all at once."""
+
+    def __init__(self) -> None:
+        self.errors: dict[str, list[str]] = {}
+
+    def add(self, field: str, message: str) -> None:
+        self.errors.setdefault(field, []).append(message)
+
+    def raise_if_any(self) -> None:
+        if self.errors:
+            detail = "; ".join(f"{field}: {' '.join(messages)}"
+                               for field, messages in self.errors.items())
+            raise Unprocessable(detail, code="validation_failed", errors=self.errors)
+
+
+def _check_names(new: NewOrder, product: Product | None, problems: _Problems) -> list[str]:
+    """Normalised, deduplicated names with the common name first."""
+    allow_wildcard = product.wildcard if product is not None else True
+    wildcard_refusal = (f"is a wildcard, which the product {product.code} does not allow"
+                        if product is not None else "")
+    common_name = None
+    try:
+        common_name = hostnames.normalise(new.common_name, allow_wildcard=True)
+        if hostnames.is_wildcard(common_name) and not allow_wildcard:
+            problems.add("common_name", f"{common_name} {wildcard_refusal}")
+        elif len(common_name) > MAX_COMMON_NAME_LENGTH:
+            problems.add("common_name", f"is longer than {MAX_COMMON_NAME_LENGTH} characters; "
+                                        "put the long name in sans and a shorter one here")
+    except hostnames.NameRejected as exc:
+        problems.add("common_name", str(exc))
+    names: dict[str, None] = {common_name: None} if common_name else {}
+    for raw in new.sans:
+        try:
+            name = hostnames.normalise(raw, allow_wildcard=True)
+        except hostnames.NameRejected as exc:
+            problems.add("sans", str(exc))
+            continue
+        if hostnames.is_wildcard(name) and not allow_wildcard:
+            problems.add("sans", f"{name} {wildcard_refusal}")
+            continue
+        names.setdefault(name, None)
+    if product is not None and len(names) > product.max_sans:
+        problems.add("sans", f"{len(names)} names (the common name included) exceed the "
+                             f"{product.max_sans} the product {product.code} allows")
+    return list(names)
+
+
+def _check_unit(uow: UnitOfWork, principal: Principal, unit_id: str | None,
+                problems: _Problems) -> str | None:
+    if unit_id is None:
+        # Default to the requester's only unit, so that unit's administrators approve it.
+        if len(principal.unit_ids) == 1:
+            unit = uow.session.get(Unit, principal.unit_ids[0])
+            if unit is not None and unit.account_id == principal.account_id:
+                return unit.id
+        return None
+    unit = uow.session.get(Unit, unit_id)
+    if unit is None or unit.account_id != principal.account_id:
+        problems.add("unit_id", "is not a business unit of this account")
+    elif principal.role != "admin" and not principal.in_unit(unit_id):
+        problems.add("unit_id", "is not one of your business units")
+    return unit_id
+
+
+def submit_order(uow: UnitOfWork, principal: Principal, context: Context,
+                 new: NewOrder) -> Order:
+    """Place an order; it is approved at once when the requester may approve it and every
+    name is covered by a validated domain of the account."""
+    assert principal.account_id is not None
+    problems = _Problems()
+    product = uow.session.get(Product, new.product)
+    if product is None or not product.active:
+        problems.add("product", f"{new.product} is not a product of the catalog "
+                                "(GET /api/orders/v1/products lists them)")
+        product = None
+    elif not product.offers_term(new.term_years):
+        problems.add("term_years", f"the product {product.code} is not sold for "
+                                   f"{new.term_years} years")
+    names = _check_names(new, product, problems)
+    checked_csr = None
+    try:
+        checked_csr = check_csr(new.csr)
+    except CsrRejected as exc:
+        problems.add("csr", str(exc))
+    unit_id = _check_unit(uow, principal, new.unit_id, problems)
+    problems.raise_if_any()
+    assert product is not None and checked_csr is not None
+
+    now = utcnow()
+    order = Order(id=new_id(), account_id=principal.account_id, product_code=product.code,
+                  term_years=new.term_years, server_type=new.server_type,
+                  common_name=names[0], sans=names, csr_pem=checked_csr.pem,
+                  key_description=checked_csr.key_description, unit_id=unit_id,
+                  requester_id=principal.user_id, requester_name=principal.name,
+                  notes=new.notes or None, price_cents=product.price_cents(new.term_years,
+                                                                           len(names)),
+                  created_at=now, updated_at=now)
+    order.product = product
+    order.submitted(context.actor)
+    uow.session.add(order)
+    uow.session.flush()
+    years = "year" if new.term_years == 1 else "years"
+    _order_event(uow, "orders.order.submitted", context, order,
+                 f"{_person(context)} requested {order.describe()} ({product.name}, "
+                 f"{new.term_years} {years}, {len(names)} {'name' if len(names) == 1 else 'names'}"
+                 f", {_money(order.price_cents)})",
+                 {"order_id": order.id, "status": PENDING_APPROVAL, "product": product.code,
+                  "term_years": order.term_years, "server_type": order.server_type,
+                  "common_name": order.common_name, "sans": order.sans,
+                  "unit_id": order.unit_id, "requester_id": order.requester_id,
+                  "price_cents": order.price_cents})
+    if access.may_self_approve(principal, unit_id):
+        uncovered = _uncovered(uow, order)
+        if uncovered:
+            order.record(context.actor, "approval_waiting", {
+                "reason": "not approved automatically: some names are not covered by a "
+                          "validated domain of the account",
+                "names": uncovered, "domains": _missing_domains(uncovered)})
+        else:
+            _approve(uow, order, context, automatic=True, note=None)
+    uow.session.flush()
+    uow.session.refresh(order)  # load its relationships now: the answer is built after close
+    uow.commit()
+    return order
+
+
+# --- reading orders --------------------------------------------------------------------
+
+
+def list_orders(uow: UnitOfWork, principal: Principal, *, status: str | None, limit: int,
+                cursor: str | None) -> tuple[list[Order], str | None]:
+    query = select(Order).where(access.visible_orders(principal))
+    if status:
+        query = query.where(Order.status == status)
+    return _page(uow, query, Order, limit, cursor)
+
+
+def _visible_order(uow: UnitOfWork, principal: Principal, order_id: str,
+                   for_update: bool = False) -> Order:
+    order = uow.session.get(Order, order_id, with_for_update=for_update)
+    if order is None or not access.can_see(principal, order):
+        raise NotFound("no such order")
+    return order
+
+
+def get_order(uow: UnitOfWork, principal: Principal, order_id: str) -> Order:
+    return _visible_order(uow, principal, order_id)
+
+
+# --- approving, rejecting, cancelling --------------------------------------------------
+
+
+def _approvable(uow: UnitOfWork, principal: Principal, order_id: str, action: str) -> Order:
+    # The row lock makes two approvers at once serial: one acts, the other sees the result.
+    order = _visible_order(uow, principal, order_id, for_update=True)
+    if not access.can_approve(principal, order):
+        raise Forbidden(f"only an administrator of the account or of the order's business "
+                        f"unit may {action} this order", missing_permission="approve_orders")
+    if order.status != PENDING_APPROVAL:
+        raise Conflict(f"order {order.short_id} is {order.status}; only orders pending "
+                       f"approval can be {action}d", code="invalid_order_state",
+                       order_status=order.status)
+    return order
+
+
+def _approve(uow: UnitOfWork, order: Order, context: Context, *, automatic: bool,
+             note: str | None) -> None:
+    order.approve(context.actor, automatic=automatic, note=note)
+    how = "automatically approved" if automatic else "approved"
+    _order_event(uow, "orders.order.approved", context, order,
+                 f"{_person(context)} {how} {order.describe()} ({_money(order.price_cents)})",
+                 {"order_id": order.id, "price_cents": order.price_cents,
+                  "unit_id": order.unit_id, "product": order.product_code})
+
+
+def approve_order(uow: UnitOfWork, principal: Principal, context: Context, order_id: str,
+                  note: str | None) -> Order:
+    """An approver accepts the order; refused while a name lacks a validated domain."""
+    order = _approvable(uow, principal, order_id, "approve")
+    uncovered = _uncovered(uow, order)
+    if uncovered:
+        domains = _missing_domains(uncovered)
+        raise Unprocessable(
+            f"these names are not covered by a validated domain of the account: "
+            f"{', '.join(uncovered)}; submit and validate {', '.join(domains)} first",
+            code="domain_not_validated", domains=domains, names=uncovered,
+            submit_domain_url=SUBMIT_DOMAIN_URL)
+    _approve(uow, order, context, automatic=False, note=note)
+    uow.commit()
+    return order
+
+
+def reject_order(uow: UnitOfWork, principal: Principal, context: Context, order_id: str,
+                 reason: str) -> Order:
+    order = _approvable(uow, principal, order_id, "reject")
+    order.reject(context.actor, reason)
+    _order_event(uow, "orders.order.rejected", context, order,
+                 f"{_person(context)} rejected {order.describe()}: {reason}",
+                 {"order_id": order.id, "reason": reason})
+    uow.commit()
+    return order
+
+
+def cancel_order(uow: UnitOfWork, principal: Principal, context: Context, order_id: str,
+                 reason: str | None) -> Order:
+    """The requester or an approver withdraws the order before it is being issued."""
+    order = _visible_order(uow, principal, order_id, for_update=True)
+    if not access.can_cancel(principal, order):
+        raise Forbidden("only the requester or an approver of the order may cancel it",
+                        missing_permission="cancel_orders")
+    order.cancel(context.actor, reason)
+    _order_event(uow, "orders.order.cancelled", context, order,
+                 f"{_person(context)} cancelled {order.describe()}"
+                 + (f": {reason}" if reason else ""),
+                 {"order_id": order.id, "reason": reason})
+    uow.commit()
+    return order
+
+
+# --- downloads -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Download:
+    body: bytes
+    mimetype: str
+    filename: str
+
+
+def certificate_download(uow: UnitOfWork, principal: Principal, order_id: str,
+                         fmt: str) -> Download:
+    """The order's certificate as PEM, PEM with its chain, DER or PKCS#7."""
+    if fmt not in CERTIFICATE_FORMATS:
+        raise InvalidField("format", f"must be one of {', '.join(CERTIFICATE_FORMATS)}")
+    order = _visible_order(uow, principal, order_id)
+    certificate = order.certificate
+    if certificate is None:
+        raise Conflict(f"order {order.short_id} is {order.status}; it has no certificate yet",
+                       code="not_issued", order_status=order.status)
+    mimetype, extension = CERTIFICATE_FORMATS[fmt]
+    leaf_pem = certificate.certificate_pem.strip() + "\n"
+    if fmt == "pem":
+        body = leaf_pem.encode()
+    elif fmt == "pem-chain":
+        chain = certificate.chain_pem.strip()
+        body = (leaf_pem + (chain + "\n" if chain else "")).encode()
+    else:
+        leaf = x509.load_pem_x509_certificate(leaf_pem.encode())
+        if fmt == "der":
+            body = leaf.public_bytes(Encoding.DER)
+        else:
+            chain_certs = (x509.load_pem_x509_certificates(certificate.chain_pem.encode())
+                           if certificate.chain_pem.strip() else [])
+            body = pkcs7.serialize_certificates([leaf, *chain_certs], Encoding.DER)
+    stem = re.sub(r"[^a-z0-9.-]", "_", order.common_name.replace("*", "star"))
+    return Download(body=body, mimetype=mimetype, filename=f"{stem}.{extension}")
+
+
+# --- the saga: answers from ledger and ca-signer ---------------------------------------
+
+
+def _order_of_message(uow: UnitOfWork, envelope: Envelope, order_id: str) -> Order | None:
+    """The order a message is about, locked; None (and a warning) if it is not ours."""
+    order = uow.session.get(Order, order_id, with_for_update=True)
+    if order is None or order.account_id != envelope.account_id:
+        log.warning("%s %s names order %s, which is not an order of account %s; ignored",
+                    envelope.type, envelope.event_id, order_id, envelope.account_id)
+        return None
+    return order
+
+
+def _cause(envelope: Envelope) -> Actor:
+    """History entries name the service whose answer moved the order."""
+    return Actor.service(envelope.source)
+
+
+def funds_reserved(uow: UnitOfWork, envelope: Envelope) -> None:
+    """ledger holds the money: send exactly one signing command for this approval."""
+    order = _order_of_message(uow, envelope, envelope.data["order_id"])
+    if order is None:
+        return
+    if order.status not in (APPROVED, AWAITING_FUNDS):
+        log.info("funds reserved for order %s, which is %s; nothing to do", order.id,
+                 order.status)
+        return
+    if envelope.data["amount_cents"] != order.price_cents:
+        log.warning("ledger reserved %s cents for order %s, which costs %s cents",
+                    envelope.data["amount_cents"], order.id, order.price_cents)
+    context = Context.following(envelope, "orders")
+    issuance = Issuance(id=new_id(), order_id=order.id, attempt=len(order.issuances) + 1,
+                        status="requested", requested_at=utcnow())
+    order.start_issuing(_cause(envelope), issuance)
+    uow.session.flush()  # the (order, attempt) constraint speaks here, before any command
+    _order_event(uow, "ca_signer.certificate.sign", context, order,
+                 f"orders asked ca-signer to sign the certificate of {order.describe()} "
+                 f"({_money(envelope.data['amount_cents'])} reserved)",
+                 {"order_id": order.id, "issuance_id": issuance.id, "csr_pem": order.csr_pem,
+                  "profile": order.product.validation_level,
+                  "subject": {"common_name": order.common_name}, "sans": order.names,
+                  "not_after": None})
+
+
+def funds_declined(uow: UnitOfWork, envelope: Envelope) -> None:
+    """Not enough money: the order waits until ledger reserves it after a deposit."""
+    order = _order_of_message(uow, envelope, envelope.data["order_id"])
+    if order is None:
+        return
+    if order.status != APPROVED:
+        log.info("funds declined for order %s, which is %s; nothing to do", order.id,
+                 order.status)
+        return
+    amount, available = envelope.data["amount_cents"], envelope.data["available_cents"]
+    order.wait_for_funds(_cause(envelope), amount, available)
+    _order_event(uow, "orders.order.awaiting_funds", Context.following(envelope, "orders"),
+                 order,
+                 f"{order.describe(capital=True)} awaits funds: it costs {_money(amount)} "
+                 f"and {_money(available)} is available",
+                 {"order_id": order.id, "price_cents": order.price_cents,
+                  "available_cents": available})
+
+
+def _issuance_of(order: Order, envelope: Envelope) -> Issuance | None:
+    issuance_id = envelope.data["issuance_id"]
+    issuance = next((i for i in order.issuances if i.id == issuance_id), None)
+    if issuance is None:
+        log.warning("%s %s names issuance %s, unknown for order %s; ignored", envelope.type,
+                    envelope.event_id, issuance_id, order.id)
+        return None
+    if issuance.status != "requested" or order.status != ISSUING:
+        log.info("%s for issuance %s (%s) of order %s (%s); already settled, ignored",
+                 envelope.type, issuance.id, issuance.status, order.id, order.status)
+        return None
+    return issuance
+
+
+def certificate_issued(uow: UnitOfWork, envelope: Envelope) -> None:
+    """ca-signer signed: keep a copy for downloads and mark the order issued."""
+    data = envelope.data
+    order = _order_of_message(uow, envelope, data["order_id"])
+    issuance = _issuance_of(order, envelope) if order is not None else None
+    if order is None or issuance is None:
+        return
+    now = utcnow()
+    certificate = Certificate(
+        id=new_id(), order_id=order.id, issuance_id=issuance.id, serial=data["serial"],
+        issuer_id=data["issuer_id"], not_before=datetime.fromisoformat(data["not_before"]),
+        not_after=datetime.fromisoformat(data["not_after"]),
+        certificate_pem=data["certificate_pem"], chain_pem=data["chain_pem"],
+        status="issued", created_at=now)
+    issuance.status, issuance.finished_at = "issued", now
+    order.mark_issued(_cause(envelope), certificate)
+    _order_event(uow, "orders.order.issued", Context.following(envelope, "orders"), order,
+                 f"{order.describe(capital=True)} was issued (serial {certificate.serial}, "
+                 f"valid until {certificate.not_after.date().isoformat()})",
+                 {"order_id": order.id, "serial": certificate.serial})
+
+
+def certificate_rejected(uow: UnitOfWork, envelope: Envelope) -> None:
+    """ca-signer refused to sign: the order fails and shows why."""
+    data = envelope.data
+    order = _order_of_message(uow, envelope, data["order_id"])
+    issuance = _issuance_of(order, envelope) if order is not None else None
+    if order is None or issuance is None:
+        return
+    issuance.status, issuance.finished_at = "rejected", utcnow()
+    order.mark_failed(_cause(envelope), data["reason"], data.get("lint_findings") or [])
+    _order_event(uow, "orders.order.failed", Context.following(envelope, "orders"), order,
+                 f"{order.describe(capital=True)} failed: ca-signer refused to sign it "
+                 f"({data['reason']})",
+                 {"order_id": order.id, "reason": data["reason"]})
+
+
+# --- read models fed by identity -------------------------------------------------------
+
+
+def unit_changed(uow: UnitOfWork, envelope: Envelope) -> None:
+    """Keep the business units' names (shown on orders) and accounts (checked on orders)."""
+    if envelope.account_id is None:
+        log.warning("%s %s has no account; ignored", envelope.type, envelope.event_id)
+        return
+    data = envelope.data
+    unit = uow.session.get(Unit, data["unit_id"])
+    if unit is None:
+        uow.session.add(Unit(id=data["unit_id"], account_id=envelope.account_id,
+                             name=data["name"], updated_at=utcnow()))
+    elif unit.account_id == envelope.account_id:
+        unit.name, unit.updated_at = data["name"], utcnow()
+
+
+def user_changed(uow: UnitOfWork, envelope: Envelope) -> None:
+    data = envelope.data
+    user = uow.session.get(User, data["user_id"])
+    active = False if envelope.type == "identity.user.deactivated" else data.get("active", True)
+    if user is None:
+        user = User(id=data["user_id"], account_id=envelope.account_id)
+        uow.session.add(user)
+    elif user.account_id != envelope.account_id:
+        log.warning("%s moves user %s between accounts; ignored", envelope.type, user.id)
+        return
+    user.email, user.name, user.role = data["email"], data["name"], data["role"]
+    user.active, user.updated_at = bool(active), utcnow()
+

@@ -1,0 +1,177 @@
+"""orders' HTTP input and output schemas (they generate the OpenAPI document)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chancery_shared.messaging.envelope import isoformat
+from chancery_shared.web.pagination import PageArgs
+from marshmallow import Schema, fields, validate
+
+from chancery_orders.csrs import MAX_CSR_BYTES
+from chancery_orders.model import DOMAIN_METHODS, DOMAIN_STATUSES, ORDER_STATUSES, SERVER_TYPES
+
+MAX_NAMES_IN_REQUEST = 500
+
+
+class Rfc3339(fields.DateTime):
+    """RFC 3339 UTC with a ``Z``, as everywhere in the API."""
+
+    def _serialize(self, value: Any, attr: Any, obj: Any, **kwargs: Any) -> str | None:
+        return None if value is None else isoformat(value)
+
+
+class Person(Schema):
+    id = fields.String(allow_none=True)
+    name = fields.String(allow_none=True)
+
+
+# --- products --------------------------------------------------------------------------
+
+
+class ProductSchema(Schema):
+    code = fields.String()
+    name = fields.String()
+    validation_level = fields.String(metadata={"description": "dv, ov, ev or private"})
+    max_sans = fields.Integer(metadata={"description": "most names in one certificate, the "
+                                                       "common name included"})
+    wildcard = fields.Boolean(metadata={"description": "whether *.name is allowed"})
+    prices_cents = fields.Dict(keys=fields.String(), values=fields.Integer(),
+                               metadata={"description": "price per term; keys are years"})
+    included_sans = fields.Integer(metadata={"description": "names included in the price"})
+    extra_san_prices_cents = fields.Dict(
+        keys=fields.String(), values=fields.Integer(), allow_none=True,
+        metadata={"description": "price of each name beyond included_sans, per term"})
+
+
+class ProductPage(Schema):
+    items = fields.List(fields.Nested(ProductSchema))
+    next_cursor = fields.String(allow_none=True)
+
+
+# --- domains ---------------------------------------------------------------------------
+
+
+class NewDomainSchema(Schema):
+    name = fields.String(required=True, validate=validate.Length(min=1, max=300))
+    method = fields.String(required=True, validate=validate.OneOf(DOMAIN_METHODS))
+
+
+class DomainListArgs(PageArgs):
+    status = fields.String(validate=validate.OneOf(DOMAIN_STATUSES))
+    name = fields.String(validate=validate.Length(min=1, max=300),
+                         metadata={"description": "part of the domain name"})
+
+
+class DomainApprovalSchema(Schema):
+    note = fields.String(validate=validate.Length(max=2000), load_default=None,
+                         allow_none=True,
+                         metadata={"description": "what the reviewer checked"})
+
+
+class DomainSchema(Schema):
+    id = fields.String()
+    account_id = fields.String()
+    name = fields.String()
+    status = fields.String(attribute="current_status",
+                           metadata={"description": "pending, validated, failed or expired"})
+    method = fields.String()
+    token = fields.String(metadata={"description": "the random value to publish"})
+    instructions = fields.Dict()
+    validated_at = Rfc3339(allow_none=True)
+    validated_until = Rfc3339(allow_none=True)
+    validated_by = fields.Method("_validated_by", allow_none=True)
+    validation_note = fields.String(allow_none=True)
+    created_at = Rfc3339()
+
+    def _validated_by(self, domain: Any) -> dict[str, Any] | None:
+        if domain.validated_at is None:
+            return None
+        return {"id": domain.validated_by_id, "name": domain.validated_by_name}
+
+
+class DomainPage(Schema):
+    items = fields.List(fields.Nested(DomainSchema))
+    next_cursor = fields.String(allow_none=True)
+
+
+# --- orders ----------------------------------------------------------------------------
+
+
+class NewOrderSchema(Schema):
+    product = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    term_years = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=3))
+    server_type = fields.String(required=True, validate=validate.OneOf(SERVER_TYPES))
+    common_name = fields.String(required=True, validate=validate.Length(min=1, max=300))
+    sans = fields.List(fields.String(validate=validate.Length(min=1, max=300)),
+                       load_default=list, validate=validate.Length(max=MAX_NAMES_IN_REQUEST),
+                       metadata={"description": "every name; the common name is added "
+                                                "when missing, duplicates are dropped"})
+    csr = fields.String(required=True, validate=validate.Length(min=1, max=MAX_CSR_BYTES),
+                        metadata={"description": "PEM certificate signing request"})
+    unit_id = fields.String(allow_none=True, load_default=None,
+                            metadata={"description": "default: the requester's only unit"})
+    notes = fields.String(allow_none=True, load_default=None,
+                          validate=validate.Length(max=2000))
+
+
+class OrderListArgs(PageArgs):
+    status = fields.String(validate=validate.OneOf(ORDER_STATUSES))
+
+
+class ApprovalSchema(Schema):
+    note = fields.String(validate=validate.Length(max=2000), load_default=None,
+                         allow_none=True)
+
+
+class RejectionSchema(Schema):
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=2000))
+
+
+class CancellationSchema(Schema):
+    reason = fields.String(validate=validate.Length(max=2000), load_default=None,
+                           allow_none=True)
+
+
+class CertificateArgs(Schema):
+    format = fields.String(load_default="pem",
+                           validate=validate.OneOf(("pem", "pem-chain", "der", "p7b")))
+
+
+class CertificateSummary(Schema):
+    serial = fields.String()
+    not_before = Rfc3339()
+    not_after = Rfc3339()
+    status = fields.String()
+
+
+class HistoryEntry(Schema):
+    at = Rfc3339()
+    actor = fields.Nested(Person)
+    action = fields.String()
+    details = fields.Dict()
+
+
+class OrderSchema(Schema):
+    id = fields.String()
+    status = fields.String()
+    product = fields.String(attribute="product_code")
+    term_years = fields.Integer()
+    server_type = fields.String()
+    common_name = fields.String()
+    sans = fields.List(fields.String())
+    notes = fields.String(allow_none=True)
+    requester = fields.Nested(Person)
+    unit = fields.Nested(Person, allow_none=True)
+    price_cents = fields.Integer()
+    key_type = fields.String(attribute="key_description")
+    failure_reason = fields.String(allow_none=True)
+    created_at = Rfc3339()
+    updated_at = Rfc3339()
+    certificate = fields.Nested(CertificateSummary, allow_none=True)
+    history = fields.List(fields.Nested(HistoryEntry))
+
+
+class OrderPage(Schema):
+    items = fields.List(fields.Nested(OrderSchema))
+    next_cursor = fields.String(allow_none=True)

@@ -1,0 +1,174 @@
+"""Fixtures for the orders service: a migrated service on SQLite, tokens, CSRs, messages."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from chancery_orders.service import QUEUE, OrdersService
+from chancery_shared.messaging.envelope import Actor, Context, Envelope, new_envelope
+from chancery_shared.testing import TokenFactory, make_runtime
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+from sqlalchemy import select
+
+ACCOUNT = "acct-" + "1" * 31
+OTHER_ACCOUNT = "acct-" + "2" * 31
+UNIT_A = "unit-" + "a" * 31
+UNIT_B = "unit-" + "b" * 31
+
+
+@pytest.fixture(scope="session")
+def rsa_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+@pytest.fixture(scope="session")
+def ec_key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def csr_pem(key: Any, common_name: str = "www.example.com") -> str:
+    """A real PEM CSR signed by ``key`` (None as hash for Ed25519)."""
+    algorithm = None if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)) \
+        else hashes.SHA256()
+    csr = (x509.CertificateSigningRequestBuilder()
+           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+           .add_extension(x509.SubjectAlternativeName([x509.DNSName(common_name)]),
+                          critical=False)
+           .sign(key, algorithm))
+    return csr.public_bytes(serialization.Encoding.PEM).decode()
+
+
+@pytest.fixture(scope="session")
+def csr(rsa_key: rsa.RSAPrivateKey) -> str:
+    return csr_pem(rsa_key)
+
+
+@pytest.fixture(scope="session")
+def self_signed(ec_key: ec.EllipticCurvePrivateKey) -> tuple[str, str]:
+    """(leaf PEM, "issuing CA" PEM): two self-signed certificates standing in for a chain."""
+    def make(name: str) -> str:
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        now = datetime.now(UTC)
+        cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+                .public_key(ec_key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now).not_valid_after(now + timedelta(days=30))
+                .sign(ec_key, hashes.SHA256()))
+        return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+    return make("www.example.com"), make("Test Issuing CA")
+
+
+@dataclass
+class Harness:
+    """The orders service under test, and ways to drive it as people and as other services."""
+
+    service: OrdersService
+    client: Any
+    tokens: TokenFactory
+
+    def headers(self, role: str, *, account_id: str | None = ACCOUNT, user_id: str | None = None,
+                name: str | None = None, units: tuple[str, ...] = ()) -> dict[str, str]:
+        user_id = user_id or f"user-{role}-{uuid.uuid4().hex[:8]}"
+        return self.tokens.headers(role=role, account_id=account_id, user_id=user_id,
+                                   name=name or f"{role.title()} {user_id[-4:]}",
+                                   unit_ids=units)
+
+    def deliver(self, type_: str, data: dict[str, Any], *, account_id: str | None = ACCOUNT,
+                source: str = "ledger", correlation_id: str | None = None,
+                envelope: Envelope | None = None) -> tuple[bool, Envelope]:
+        """Hand one message to the real consumer (inbox, handler, commit)."""
+        envelope = envelope or new_envelope(
+            type=type_, source=source,
+            context=Context(actor=Actor.service(source), account_id=account_id,
+                            correlation_id=correlation_id),
+            subject_type="order", subject_id=str(data.get("order_id") or data.get("unit_id")
+                                                 or data.get("user_id")),
+            summary=f"test {type_}", data=data)
+        consumer = self.consumers[QUEUE]
+        return consumer.handle(envelope, consumer.handlers[type_]), envelope
+
+    @property
+    def consumers(self) -> dict[str, Any]:
+        if not hasattr(self, "_consumers"):
+            self._consumers = {c.queue: c for c in self.service.consumers()}
+        return self._consumers
+
+    def outbox(self, type_: str | None = None) -> list[dict[str, Any]]:
+        table = self.service.messaging.outbox
+        query = select(table.c.body).order_by(table.c.seq)
+        if type_:
+            query = query.where(table.c.type == type_)
+        with self.service.engine.connect() as connection:
+            return [json.loads(row[0]) for row in connection.execute(query)]
+
+    def add_unit(self, unit_id: str, name: str, account_id: str = ACCOUNT) -> None:
+        self.deliver("identity.unit.created", {"unit_id": unit_id, "name": name},
+                     account_id=account_id, source="identity")
+
+    def validate_domain(self, name: str, account_id: str = ACCOUNT) -> dict[str, Any]:
+        """Submit ``name`` as an admin of the account and approve it as the operator."""
+        submitted = self.client.post("/api/orders/v1/domains",
+                                     json={"name": name, "method": "dns-txt"},
+                                     headers=self.headers("admin", account_id=account_id))
+        assert submitted.status_code == 201, submitted.json
+        approved = self.client.post(f"/api/orders/v1/domains/{submitted.json['id']}/approve",
+                                    json={"note": "checked by phone"},
+                                    headers=self.headers("operator", account_id=None))
+        assert approved.status_code == 200, approved.json
+        return approved.json
+
+
+@pytest.fixture(scope="session")
+def migrated_database(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A database migrated once per run; each test starts from a copy (fast, isolated)."""
+    folder = tmp_path_factory.mktemp("template")
+    service = OrdersService(make_runtime(folder))
+    service.migrate()
+    service.dispose()
+    return folder / "orders.db"
+
+
+def _harness(folder: Path, migrated_database: Path) -> Harness:
+    tokens = TokenFactory()
+    shutil.copyfile(migrated_database, folder / "orders.db")
+    service = OrdersService(make_runtime(folder, tokens))
+    return Harness(service=service, client=service.create_app().test_client(), tokens=tokens)
+
+
+@pytest.fixture
+def harness(tmp_path: Path, migrated_database: Path) -> Harness:
+    """A fresh service and database for one test."""
+    harness = _harness(tmp_path, migrated_database)
+    yield harness
+    harness.service.dispose()
+
+
+@pytest.fixture(scope="module")
+def shared_harness(tmp_path_factory: pytest.TempPathFactory,
+                   migrated_database: Path) -> Harness:
+    """One service for a module's refusal tables: each case asserts it wrote nothing."""
+    harness = _harness(tmp_path_factory.mktemp("shared"), migrated_database)
+    yield harness
+    harness.service.dispose()
+
+
+@pytest.fixture
+def order_body(csr: str) -> Callable[..., dict[str, Any]]:
+    def make(**overrides: Any) -> dict[str, Any]:
+        body = {"product": "ssl_dv", "term_years": 1, "server_type": "nginx",
+                "common_name": "www.example.com", "sans": [], "csr": csr}
+        body.update(overrides)
+        return body
+
+    return make
