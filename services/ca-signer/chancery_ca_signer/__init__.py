@@ -1,0 +1,1 @@
+"""ca-signer: the only holder of CA private keys; signs what orders approved."""

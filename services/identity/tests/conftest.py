@@ -27,7 +27,16 @@ def client(service):
     return service.create_app().test_client()
 
 
-def login(client, email, password="correct-horse-battery"):
-    r = client.post("/api/identity/v1/sessions", json={"email": email, "password": password})
-    assert r.status_code == 201, r.get_json()
-    return {"Authorization": f"Bearer {r.get_json()['access_token']}"}
+@pytest.fixture
+def login():
+    def sign_in(client, email, password="correct-horse-battery"):
+        r = client.post("/api/identity/v1/sessions", json={"email": email, "password": password})
+        assert r.status_code == 201, r.get_json()
+        return {"Authorization": f"Bearer {r.get_json()['access_token']}"}
+
+    return sign_in
+
+
+@pytest.fixture
+def jwks(service):
+    return lambda: client_jwks(service)

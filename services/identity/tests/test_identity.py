@@ -8,7 +8,6 @@ from sqlalchemy import select
 from chancery_identity.model import User
 from chancery_shared.auth.tokens import TokenVerifier
 
-from .conftest import client_jwks, login
 
 
 def outbox_types(service):
@@ -29,13 +28,13 @@ def test_development_bootstrap_seeds_operator_and_example_corp_once(service):
         assert len(users) == 2
 
 
-def test_login_issues_an_eddsa_token_that_verifies_against_the_jwks(service, client):
+def test_login_issues_an_eddsa_token_that_verifies_against_the_jwks(service, client, jwks):
     r = client.post("/api/identity/v1/sessions",
                     json={"email": "Admin@Example.com", "password": "correct-horse-battery"})
     assert r.status_code == 201
     body = r.get_json()
     assert body["token_type"] == "Bearer" and 0 < body["expires_in"] <= 900
-    verifier = TokenVerifier(lambda: client_jwks(service), issuer="chancery-identity",
+    verifier = TokenVerifier(jwks, issuer="chancery-identity",
                              audience="chancery")
     principal = verifier.verify(body["access_token"])
     assert principal.email == "admin@example.com" and principal.role == "admin"
@@ -58,7 +57,7 @@ def test_bad_credentials_get_the_same_401_and_an_audited_failure(service, client
     assert len(failures) == 1 and "198.51.100.23" in failures[0]
 
 
-def test_admin_creates_a_limited_user_who_can_sign_in(client):
+def test_admin_creates_a_limited_user_who_can_sign_in(client, login):
     admin = login(client, "admin@example.com")
     r = client.post("/api/identity/v1/users", headers=admin, json={
         "email": "lee@example.com", "name": "Lee Park", "role": "limited",
@@ -81,14 +80,14 @@ def test_admin_creates_a_limited_user_who_can_sign_in(client):
     ({"email": "x@example.com", "name": "X", "role": "limited", "password": "long-password-1",
       "unit_ids": ["no-such-unit"]}, "unit_ids"),
 ])
-def test_user_creation_validation_names_the_field(client, body, field):
+def test_user_creation_validation_names_the_field(client, body, field, login):
     r = client.post("/api/identity/v1/users", headers=login(client, "admin@example.com"),
                     json=body)
     assert r.status_code == 422
     assert field in r.get_json()["errors"]
 
 
-def test_duplicate_email_is_a_conflict(client):
+def test_duplicate_email_is_a_conflict(client, login):
     admin = login(client, "admin@example.com")
     body = {"email": "dup@example.com", "name": "D", "role": "finance",
             "password": "long-password-1"}
@@ -96,7 +95,7 @@ def test_duplicate_email_is_a_conflict(client):
     assert client.post("/api/identity/v1/users", headers=admin, json=body).status_code == 409
 
 
-def test_unit_admin_cannot_create_an_admin_or_users_outside_their_units(client):
+def test_unit_admin_cannot_create_an_admin_or_users_outside_their_units(client, login):
     admin = login(client, "admin@example.com")
     unit = client.post("/api/identity/v1/units", headers=admin, json={"name": "EMEA"}).get_json()
     other = client.post("/api/identity/v1/units", headers=admin, json={"name": "APAC"}).get_json()
@@ -112,7 +111,7 @@ def test_unit_admin_cannot_create_an_admin_or_users_outside_their_units(client):
     assert make("limited", [unit["id"]]).status_code == 201
 
 
-def test_operator_opens_a_customer_account(client):
+def test_operator_opens_a_customer_account(client, login):
     operator = login(client, "operator@chancery.local")
     r = client.post("/api/identity/v1/accounts", headers=operator, json={
         "name": "Globex", "admin_email": "root@globex.com", "admin_name": "Hank",
@@ -127,7 +126,7 @@ def test_operator_opens_a_customer_account(client):
         "admin_password": "nope-password-1"}).status_code == 403
 
 
-def test_another_accounts_user_is_not_found(client):
+def test_another_accounts_user_is_not_found(client, login):
     operator = login(client, "operator@chancery.local")
     client.post("/api/identity/v1/accounts", headers=operator, json={
         "name": "Globex", "admin_email": "root@globex.com", "admin_name": "Hank",

@@ -65,8 +65,8 @@ class MessageConsumer(ConsumerMixin):
             self._dead_letter(message, f"invalid message: {exc}")
             return
         handler = self.handlers.get(envelope.type) or self.handlers.get("#")
-        if handler is None:  # bound for another handler of this queue's service
-            message.ack()
+        if handler is None:  # bound but unhandled: a wiring mistake an operator must see
+            self._dead_letter(message, f"no handler for {envelope.type} on {self.queue}")
             return
         try:
             self.handle(envelope, handler)

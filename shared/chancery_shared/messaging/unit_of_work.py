@@ -29,19 +29,18 @@ class UnitOfWork:
         self._after_commit = after_commit
         self.session: Session
         self.emitted: list[Envelope] = []
-        self._committed = False
 
     def __enter__(self) -> UnitOfWork:
         self.session = self._session_factory()
         self.emitted = []
-        self._committed = False
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
         try:
-            if not self._committed:
-                # Detach first: read-only work ends here too, and its objects must stay
-                # readable (for the response) instead of being expired by the rollback.
+            if self.session.in_transaction():
+                # Whatever was not committed is undone. Detach first: read-only work ends
+                # here too, and its objects must stay readable (for the response) instead
+                # of being expired by the rollback.
                 self.session.expunge_all()
                 self.session.rollback()
         finally:
@@ -85,7 +84,6 @@ class UnitOfWork:
 
     def commit(self) -> None:
         self.session.commit()
-        self._committed = True
         if self.emitted and self._after_commit:
             self._after_commit()
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import abc
 import enum
 import hashlib
-from typing import Union
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization

@@ -1,0 +1,64 @@
+"""ca-signer's records: the CAs it holds and every certificate it was asked to sign."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from chancery_shared.messaging.envelope import utcnow
+from chancery_shared.messaging.tables import MessagingTables
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, MetaData, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+metadata = MetaData(naming_convention={
+    "ix": "ix_%(column_0_label)s", "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s"})
+messaging = MessagingTables(metadata)
+
+
+class Base(DeclarativeBase):
+    metadata = metadata
+
+
+class Issuer(Base):
+    """A CA certificate with its private key, encrypted at rest (PKCS#8, passphrase)."""
+
+    __tablename__ = "issuers"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # from the SKI
+    kind: Mapped[str] = mapped_column(String(10))  # "root" or "issuing"
+    parent_id: Mapped[str | None] = mapped_column(ForeignKey("issuers.id"))
+    subject: Mapped[str] = mapped_column(Text)
+    certificate_pem: Mapped[str] = mapped_column(Text)
+    encrypted_key_pem: Mapped[str] = mapped_column(Text)
+    not_before: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    not_after: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class IssuedCertificate(Base):
+    """One issuance: recorded as an intent (serial reserved) before anything is signed.
+
+    ``status``: ``signing`` (intent recorded), ``issued``, ``rejected`` (nothing signed),
+    ``revoked``. ``issuance_id`` is unique, so a redelivered or repeated command finds
+    this row and re-announces it instead of signing a second certificate.
+    """
+
+    __tablename__ = "certificates"
+    serial: Mapped[str] = mapped_column(String(64), primary_key=True)  # lower-case hex
+    issuance_id: Mapped[str] = mapped_column(String(64), unique=True)
+    order_id: Mapped[str] = mapped_column(String(64), index=True)
+    account_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    issuer_id: Mapped[str] = mapped_column(ForeignKey("issuers.id"))
+    profile: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(20))
+    sans: Mapped[list[str]] = mapped_column(JSON)
+    certificate_pem: Mapped[str | None] = mapped_column(Text)
+    not_before: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    not_after: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    rejection_reason: Mapped[str | None] = mapped_column(Text)
+    lint_findings: Mapped[list[dict] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revocation_reason: Mapped[str | None] = mapped_column(String(40))

@@ -1,0 +1,62 @@
+"""Wiring of the ca-signer service."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+from chancery_shared import config as cfg
+from chancery_shared.messaging.envelope import Envelope
+from chancery_shared.messaging.unit_of_work import UnitOfWork
+from chancery_shared.service import Runtime, Service
+
+from chancery_ca_signer import handlers, model, views
+
+log = logging.getLogger(__name__)
+DEV_PASSPHRASE = "chancery-dev-ca-key-passphrase"
+
+
+@dataclasses.dataclass(frozen=True)
+class CaSignerSettings:
+    public_base_url: str = cfg.setting("CHANCERY_PUBLIC_BASE_URL", "http://pki.example.com")
+    key_passphrase: str = cfg.setting("CHANCERY_CA_KEY_PASSPHRASE", "", secret=True)
+    key_passphrase_file: str = cfg.setting("CHANCERY_CA_KEY_PASSPHRASE_FILE", "")
+
+    def passphrase(self) -> bytes:
+        """From the secret file if given, else the variable, else the development value."""
+        if self.key_passphrase_file:
+            return Path(self.key_passphrase_file).read_bytes().strip()
+        if self.key_passphrase:
+            return self.key_passphrase.encode()
+        log.warning("CA keys use the development passphrase; set CHANCERY_CA_KEY_PASSPHRASE_FILE")
+        return DEV_PASSPHRASE.encode()
+
+
+class CaSignerService(Service):
+    name = "ca-signer"
+    api_name = "ca"
+    title = "Chancery ca-signer"
+    description = ("The certificate authority: CA keys, linted issuance, issued-certificate "
+                   "records and the public CA downloads.")
+    metadata = model.metadata
+    messaging = model.messaging
+    migrations_dir = Path(__file__).parent / "migrations"
+
+    def __init__(self, runtime: Runtime):
+        super().__init__(runtime)
+        self.settings = cfg.load(CaSignerSettings, runtime.environ)
+        self.keys = handlers.KeyRing(self.settings.passphrase())
+
+    def blueprints(self):
+        return [views.api, views.public_ca]
+
+    def message_handlers(self):
+        return {"ca_signer.commands": {"ca_signer.certificate.sign": self._sign}}
+
+    def _sign(self, envelope: Envelope, uow: UnitOfWork) -> None:
+        handlers.sign_certificate(envelope, uow, self.keys, self.settings.public_base_url)
+
+    def bootstrap_dev(self) -> None:
+        with self.uow() as uow:
+            handlers.create_development_hierarchy(uow, self.keys, self.settings.public_base_url)
