@@ -48,8 +48,15 @@ cleanup() { [[ $created_policy == yes ]] && rm -f "$policy"; return 0; }
 trap cleanup EXIT
 
 echo "system packages: installing ${missing[*]}"
-apt-get update
-DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+# A mirror can fail for a moment on a fresh machine: try a few times before giving up.
+for attempt in 1 2 3; do
+    if apt-get update && DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y --no-install-recommends "${missing[@]}"; then
+        break
+    fi
+    [[ $attempt -eq 3 ]] && { echo "system packages: apt-get failed" >&2; exit 1; }
+    sleep $((attempt * 10))
+done
 
 # Belt and braces for init systems that ignore policy-rc.d: stop whatever the packages
 # just installed may have started, quietly when it is not running.

@@ -26,17 +26,18 @@ CONTEXT = Context(actor=Actor(user_id="u-1", user_name="Alice Ng", ip="203.0.113
 
 
 class Bus:
-    """One service's database with its outbox and inbox, on a private memory broker."""
+    """One service's database with its outbox and inbox, and a broker to publish to."""
 
-    def __init__(self, tmp_path):
+    def __init__(self, database_url: str, broker_url: str):
         self.metadata = MetaData()
         self.tables = MessagingTables(self.metadata)
-        self.engine = make_engine(f"sqlite:///{tmp_path / 'bus.db'}")
+        self.engine = make_engine(database_url)
+        self.metadata.drop_all(self.engine)
         self.metadata.create_all(self.engine)
         self.sessions = make_session_factory(self.engine)
         self.wakeup = threading.Event()
-        self.url = "memory://"
-        purge_broker(self.url)  # the in-memory broker is shared by the whole process
+        self.url = broker_url
+        purge_broker(self.url)  # queues are durable (RabbitMQ) or process-wide (memory)
 
     def uow(self) -> UnitOfWork:
         return UnitOfWork(self.sessions, self.tables, "orders", after_commit=self.wakeup.set)
@@ -50,10 +51,16 @@ class Bus:
             return session.execute(select(func.count()).select_from(table)).scalar_one()
 
 
-@pytest.fixture
-def bus(tmp_path) -> Iterator[Bus]:
-    b = Bus(tmp_path)
+@pytest.fixture(params=["sqlite+memory", "postgresql+rabbitmq"])
+def bus(request, tmp_path) -> Iterator[Bus]:
+    """The same mechanisms on the embedded parts and on the real servers."""
+    if request.param == "sqlite+memory":
+        b = Bus(f"sqlite:///{tmp_path / 'bus.db'}", "memory://")
+    else:
+        env = request.getfixturevalue("infrastructure")
+        b = Bus(env["CHANCERY_ORDERS_DATABASE_URL"], env["CHANCERY_BROKER_URL"])
     yield b
+    purge_broker(b.url)
     b.engine.dispose()
 
 
