@@ -13,7 +13,7 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
 @pytest.fixture(scope="module")
-def embedded_url(tmp_path_factory) -> Iterator[str]:
+def embedded(tmp_path_factory) -> Iterator[tuple[str, str]]:
     from chancery_shared.embedded import EmbeddedChancery
     from chancery_shared.testing import purge_broker
 
@@ -25,7 +25,7 @@ def embedded_url(tmp_path_factory) -> Iterator[str]:
                                  "CHANCERY_DEV_PASSWORD": PASSWORD})
     chancery.start()
     try:
-        yield chancery.serve_in_background()
+        yield chancery.serve_in_background(), "memory://"
     finally:
         chancery.stop()
 
@@ -40,7 +40,7 @@ def missing_servers() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def distributed_url(tmp_path_factory) -> Iterator[str]:
+def distributed(tmp_path_factory) -> Iterator[tuple[str, str]]:
     missing = missing_servers()
     if missing:
         message = f"the distributed stack needs {', '.join(missing)} (make system-packages)"
@@ -55,6 +55,6 @@ def distributed_url(tmp_path_factory) -> Iterator[str]:
                            "CHANCERY_DEV_BOOTSTRAP": "true"})
     try:
         stack.up()
-        yield stack.base_url
+        yield stack.base_url, stack.env["CHANCERY_BROKER_URL"]
     finally:
         stack.down()

@@ -2,16 +2,28 @@
 
 import pytest
 
+from chancery_shared.messaging import topology
+from chancery_shared.messaging.consumer import peek_dead_letters
+
 from .conftest import PASSWORD
 from .scenario import run_happy_path
 
 pytestmark = pytest.mark.e2e
 
 
-def test_embedded_mode_issues_a_certificate_end_to_end(embedded_url):
-    run_happy_path(embedded_url, PASSWORD)
+def assert_no_dead_letters(broker_url: str) -> None:
+    dead = {queue: peek_dead_letters(broker_url, queue) for queue in topology.QUEUES}
+    assert not any(dead.values()), dead
+
+
+def test_embedded_mode_issues_a_certificate_end_to_end(embedded):
+    base_url, broker_url = embedded
+    run_happy_path(base_url, PASSWORD)
+    assert_no_dead_letters(broker_url)
 
 
 @pytest.mark.distributed
-def test_distributed_mode_issues_a_certificate_end_to_end(distributed_url):
-    run_happy_path(distributed_url, PASSWORD)
+def test_distributed_mode_issues_a_certificate_end_to_end(distributed):
+    base_url, broker_url = distributed
+    run_happy_path(base_url, PASSWORD)
+    assert_no_dead_letters(broker_url)

@@ -30,14 +30,14 @@ QUEUES: dict[str, QueueSpec] = {
     for spec in (
         QueueSpec(
             "ca_signer.commands", "ca-signer",
-            ("ca_signer.certificate.sign", "ca_signer.certificate.revoke"),
+            ("ca_signer.certificate.sign",),  # + ca_signer.certificate.revoke with revocation
             "signing and revocation commands; every signer worker competes for them",
         ),
         QueueSpec(
             "orders.events", "orders",
-            ("ledger.funds.reserved", "ledger.funds.declined", "ledger.funds.captured",
+            ("ledger.funds.reserved", "ledger.funds.declined",
              "ca_signer.certificate.issued", "ca_signer.certificate.rejected",
-             "ca_signer.certificate.revoked", "identity.unit.created", "identity.unit.updated",
+             "identity.unit.created", "identity.unit.updated",
              "identity.user.created", "identity.user.updated", "identity.user.deactivated"),
             "the order saga's answers from ledger and ca-signer, and identity's read model",
         ),
