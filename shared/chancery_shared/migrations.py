@@ -29,12 +29,21 @@ def autogenerate(script_location: Path, engine: Engine, message: str) -> None:
     command.revision(_config(script_location, engine), message=message, autogenerate=True)
 
 
+def _render_item(kind: str, obj: object, autogen_context: object) -> str | bool:
+    """Render our column types as plain SQLAlchemy ones, so revisions import nothing of ours."""
+    from chancery_shared.db import UtcDateTime
+
+    if kind == "type" and isinstance(obj, UtcDateTime):
+        return "sa.DateTime(timezone=True)"
+    return False
+
+
 def run_env(metadata: MetaData) -> None:
     """The body of every service's ``env.py`` (online mode only: we always have an engine)."""
     engine: Engine = context.config.attributes["engine"]
     with engine.connect() as connection:
         context.configure(connection=connection, target_metadata=metadata,
                           render_as_batch=engine.dialect.name == "sqlite",
-                          compare_type=True)
+                          compare_type=True, render_item=_render_item)
         with context.begin_transaction():
             context.run_migrations()

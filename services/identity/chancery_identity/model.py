@@ -6,16 +6,13 @@ import uuid
 from datetime import datetime
 
 from chancery_shared.auth.tokens import OPERATOR, ROLES
+from chancery_shared.db import service_metadata
 from chancery_shared.messaging.envelope import utcnow
 from chancery_shared.messaging.tables import MessagingTables
-from sqlalchemy import Boolean, Column, DateTime, ForeignKey, MetaData, String, Table, Text
+from sqlalchemy import Boolean, Column, DateTime, ForeignKey, String, Table, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-metadata = MetaData(naming_convention={
-    "ix": "ix_%(column_0_label)s", "uq": "uq_%(table_name)s_%(column_0_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s"})
+metadata = service_metadata()
 messaging = MessagingTables(metadata)
 
 

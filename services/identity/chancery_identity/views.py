@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from chancery_shared.auth.policy import current_principal, public, require_operator, require_role
+from chancery_shared.service import current_service
+from chancery_shared.web.app import client_ip, request_context
 from flask import jsonify
 from flask_smorest import Blueprint
 
 from chancery_identity import handlers, schemas
 from chancery_identity.credentials import TokenIssuer
-from chancery_shared.auth.policy import current_principal, public, require_operator, require_role
-from chancery_shared.service import current_service
-from chancery_shared.web.app import client_ip, request_context
 
 api = Blueprint("identity", __name__, url_prefix="/api/identity/v1",
                 description="Sign-in, users, business units and customer accounts")

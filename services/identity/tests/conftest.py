@@ -1,5 +1,4 @@
 import pytest
-
 from chancery_identity.service import IdentityService
 from chancery_shared.testing import make_runtime
 

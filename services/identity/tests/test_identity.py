@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import select
-
 from chancery_identity.model import User
 from chancery_shared.auth.tokens import TokenVerifier
-
+from sqlalchemy import select
 
 
 def outbox_types(service):

@@ -18,33 +18,27 @@ CHECK constraints make a negative balance impossible whatever the code does.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from chancery_shared.db import UtcDateTime, service_metadata
 from chancery_shared.messaging.envelope import utcnow
 from chancery_shared.messaging.tables import MessagingTables
 from chancery_shared.web.problems import Conflict
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
-    DateTime,
     ForeignKey,
     Index,
     Integer,
-    MetaData,
     String,
     Text,
     UniqueConstraint,
     event,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
-from sqlalchemy.types import TypeDecorator
 
-metadata = MetaData(naming_convention={
-    "ix": "ix_%(column_0_label)s", "uq": "uq_%(table_name)s_%(column_0_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s"})
+metadata = service_metadata()
 messaging = MessagingTables(metadata)
 
 CURRENCY = "USD"
@@ -76,24 +70,6 @@ def _in(column: str, values: tuple[str, ...]) -> str:
     return f"{column} IN ({', '.join(repr(v) for v in values)})"
 
 
-class UTCDateTime(TypeDecorator):
-    """A timestamp that is always an aware UTC datetime in Python, on SQLite too."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetimes are not accepted; use UTC")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        return value
 
 
 class Base(DeclarativeBase):
@@ -111,7 +87,7 @@ class LedgerAccount(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     customer_account_id: Mapped[str] = mapped_column(String(36))
     kind: Mapped[str] = mapped_column(String(32))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class Balance(Base):
@@ -129,7 +105,7 @@ class Balance(Base):
     customer_account_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     available_cents: Mapped[int] = mapped_column(BigInteger, default=0)
     reserved_cents: Mapped[int] = mapped_column(BigInteger, default=0)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class Transfer(Base):
@@ -155,7 +131,7 @@ class Transfer(Base):
     available_after_cents: Mapped[int] = mapped_column(BigInteger)
     reserved_after_cents: Mapped[int] = mapped_column(BigInteger)
     created_by: Mapped[str | None] = mapped_column(String(200))  # user id, or "system:<svc>"
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     postings: Mapped[list[Posting]] = relationship(back_populates="transfer",
                                                    lazy="selectin", order_by="Posting.id")
 
@@ -215,8 +191,8 @@ class Deposit(Base):
     requested_by_name: Mapped[str] = mapped_column(String(200))
     settled_by: Mapped[str | None] = mapped_column(String(36))
     settled_by_name: Mapped[str | None] = mapped_column(String(200))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    settled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    settled_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     receipt: Mapped[Receipt | None] = relationship(back_populates="deposit", lazy="selectin",
                                                    uselist=False)
 
@@ -259,7 +235,7 @@ class Receipt(Base):
     customer_account_id: Mapped[str] = mapped_column(String(36), index=True)
     deposit_id: Mapped[str] = mapped_column(ForeignKey("deposits.id"), unique=True)
     amount_cents: Mapped[int] = mapped_column(BigInteger)
-    issued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    issued_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     deposit: Mapped[Deposit] = relationship(back_populates="receipt", lazy="joined")
 
 
@@ -292,9 +268,9 @@ class Reservation(Base):
     status: Mapped[str] = mapped_column(String(20))
     unit_id: Mapped[str | None] = mapped_column(String(36))
     product: Mapped[str | None] = mapped_column(String(64))
-    requested_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    held_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    requested_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    held_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     close_reason: Mapped[str | None] = mapped_column(String(300))
 
     def _move(self, allowed: tuple[str, ...], to: str) -> None:
