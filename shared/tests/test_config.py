@@ -3,7 +3,6 @@
 import dataclasses
 
 import pytest
-
 from chancery_shared import config as cfg
 
 

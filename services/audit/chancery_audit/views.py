@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from chancery_shared.auth.policy import require_role
+from chancery_shared.auth.permissions import Permission
+from chancery_shared.auth.policy import require
 from chancery_shared.auth.tokens import Principal
 from chancery_shared.service import current_service
 from flask import Response
@@ -16,7 +17,7 @@ api = Blueprint("audit", __name__, url_prefix="/api/audit/v1",
                 description="The audit log: who did what, when, from where, to what")
 
 def _reader() -> Principal:
-    return require_role(*handlers.READERS, permission=handlers.READ_PERMISSION)
+    return require(Permission.READ_AUDIT_LOG)
 
 
 def _filter(args: dict[str, Any]) -> handlers.EntryFilter:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from chancery_shared.auth.policy import current_principal, public
+from chancery_shared.auth.permissions import Permission
+from chancery_shared.auth.policy import public, require
 from chancery_shared.service import current_service
 from flask import Response
 from flask_smorest import Blueprint
@@ -18,7 +19,7 @@ public_ca = Blueprint("public_ca", __name__, url_prefix="/ca",
 @api.response(200, schemas.IssuerPage)
 def list_issuers():
     """The CAs of this deployment: roots and issuing CAs, with their certificates."""
-    current_principal()
+    require(Permission.READ_ISSUERS)
     with current_service().uow() as uow:
         return {"items": handlers.list_issuers(uow), "next_cursor": None}
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from chancery_shared.auth.policy import current_principal, public, require_operator, require_role
+from chancery_shared.auth.permissions import Permission
+from chancery_shared.auth.policy import current_principal, public, require
 from chancery_shared.service import current_service
 from chancery_shared.web.app import client_ip, request_context
 from flask import jsonify
@@ -15,8 +16,6 @@ api = Blueprint("identity", __name__, url_prefix="/api/identity/v1",
                 description="Sign-in, users, business units and customer accounts")
 wellknown = Blueprint("jwks", __name__, url_prefix="/api/identity/.well-known",
                       description="Public keys that verify access tokens")
-
-USER_MANAGERS = ("admin", "unit_admin")
 
 
 def _uow():
@@ -49,7 +48,7 @@ def me():
 @api.response(200, schemas.UserPage)
 def list_users():
     """Users of the caller's account (a unit administrator: users of their units)."""
-    principal = require_role(*USER_MANAGERS, permission="manage_users")
+    principal = require(Permission.MANAGE_USERS)
     with _uow() as uow:
         return {"items": handlers.list_users(uow, principal), "next_cursor": None}
 
@@ -59,7 +58,7 @@ def list_users():
 @api.response(201, schemas.UserSchema)
 def create_user(body):
     """Add a user to the caller's account."""
-    principal = require_role(*USER_MANAGERS, permission="manage_users")
+    principal = require(Permission.MANAGE_USERS)
     new = handlers.NewUser(email=body["email"], name=body["name"], role=body["role"],
                            unit_ids=tuple(body["unit_ids"]), password=body["password"])
     with _uow() as uow:
@@ -69,7 +68,7 @@ def create_user(body):
 @api.route("/users/<user_id>")
 @api.response(200, schemas.UserSchema)
 def get_user(user_id):
-    principal = require_role(*USER_MANAGERS, permission="manage_users")
+    principal = require(Permission.MANAGE_USERS)
     with _uow() as uow:
         return handlers.get_user(uow, principal, user_id)
 
@@ -78,7 +77,7 @@ def get_user(user_id):
 @api.response(200, schemas.UnitPage)
 def list_units():
     """Business units: all of them for an admin, their own for a unit administrator."""
-    principal = require_role("admin", "unit_admin", permission="read_units")
+    principal = require(Permission.READ_UNITS)
     with _uow() as uow:
         return {"items": handlers.list_units(uow, principal), "next_cursor": None}
 
@@ -87,7 +86,7 @@ def list_units():
 @api.arguments(schemas.UnitSchema)
 @api.response(201, schemas.UnitSchema)
 def create_unit(body):
-    principal = require_role("admin", permission="manage_units")
+    principal = require(Permission.MANAGE_UNITS)
     with _uow() as uow:
         return handlers.create_unit(uow, principal, request_context(principal), body["name"])
 
@@ -97,7 +96,7 @@ def create_unit(body):
 @api.response(201, schemas.AccountSchema)
 def create_account(body):
     """Open a customer account with its first administrator (platform operator only)."""
-    principal = require_operator(permission="create_accounts")
+    principal = require(Permission.CREATE_ACCOUNTS)
     with _uow() as uow:
         account, admin = handlers.create_account(
             uow, request_context(principal), name=body["name"], admin_email=body["admin_email"],

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from chancery_shared.auth.policy import require_operator, require_role
+from chancery_shared.auth.permissions import Permission
+from chancery_shared.auth.policy import require
 from chancery_shared.auth.tokens import Principal
 from chancery_shared.service import current_service
 from chancery_shared.web.app import request_context
@@ -28,10 +29,6 @@ from chancery_ledger.schemas import deposit_view
 api = Blueprint("ledger", __name__, url_prefix="/api/ledger/v1",
                 description="Balances, deposits, receipts and every money movement")
 
-FINANCE_ROLES = ("admin", "finance")
-VIEW_FINANCE = "view_finance"
-DEPOSIT_FUNDS = "deposit_funds"
-SETTLE_DEPOSITS = "settle_deposits"
 
 
 def _uow():
@@ -39,7 +36,7 @@ def _uow():
 
 
 def _finance_reader() -> Principal:
-    return require_role(*FINANCE_ROLES, permission=VIEW_FINANCE)
+    return require(Permission.VIEW_FINANCE)
 
 
 @api.route("/balance")
@@ -78,7 +75,7 @@ def create_deposit(body):
     Only the card's brand and last four digits are kept. Send an `Idempotency-Key`
     header to make a retry safe: a repeat returns the first response.
     """
-    principal = require_role(*FINANCE_ROLES, permission=DEPOSIT_FUNDS)
+    principal = require(Permission.DEPOSIT_FUNDS)
     service = current_service()
     key = request.headers.get(HEADER)
     claim: Claim | None = None
@@ -119,7 +116,7 @@ def create_deposit(body):
 def list_deposits(args):
     """Deposits, newest first: the account's (admin, finance) or every account's (operator,
     e.g. `?status=pending` for purchase orders to settle)."""
-    principal = require_role(*FINANCE_ROLES, "operator", permission=VIEW_FINANCE)
+    principal = require(Permission.READ_DEPOSITS)
     with _uow() as uow:
         items, cursor = handlers.list_deposits(uow, principal, status=args.get("status"),
                                                limit=args["limit"], cursor=args["cursor"])
@@ -129,7 +126,7 @@ def list_deposits(args):
 @api.route("/deposits/<deposit_id>")
 @api.response(200, schemas.DepositSchema)
 def get_deposit(deposit_id):
-    principal = require_role(*FINANCE_ROLES, "operator", permission=VIEW_FINANCE)
+    principal = require(Permission.READ_DEPOSITS)
     with _uow() as uow:
         return deposit_view(handlers.get_deposit(uow, principal, deposit_id))
 
@@ -139,7 +136,7 @@ def get_deposit(deposit_id):
 @api.alt_response(409, description="the deposit is not a pending purchase order")
 def settle_deposit(deposit_id):
     """Platform operator: the purchase order was paid; credit the account."""
-    principal = require_operator(permission=SETTLE_DEPOSITS)
+    principal = require(Permission.SETTLE_DEPOSITS)
     with _uow() as uow:
         return deposit_view(handlers.settle_deposit(uow, principal, request_context(principal),
                                                     deposit_id))

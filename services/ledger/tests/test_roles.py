@@ -78,7 +78,7 @@ def test_role_table(world, method, path, body, role, status):
     if status == 403:
         expected = PERMISSIONS[path]
         if method == "GET" and path == "/deposits":
-            expected = "view_finance"
+            expected = "read_deposits"
         assert response.json["missing_permission"] == expected
         assert expected in response.json["detail"]
     if status == 401:

@@ -12,10 +12,6 @@ from sqlalchemy import ColumnElement, false, or_
 
 from chancery_orders.model import Order
 
-ORDER_READERS = ("limited", "finance", "unit_admin", "admin")
-APPROVERS = ("admin", "unit_admin")
-DOMAIN_MANAGERS = ("admin", "unit_admin")
-
 
 def _in_account(principal: Principal, order: Order) -> bool:
     return principal.account_id is not None and order.account_id == principal.account_id

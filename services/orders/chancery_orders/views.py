@@ -4,13 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from chancery_shared.auth.policy import (
-    current_principal,
-    require_account_user,
-    require_operator,
-    require_role,
-)
-from chancery_shared.auth.tokens import OPERATOR
+from chancery_shared.auth.permissions import Permission
+from chancery_shared.auth.policy import current_principal, require
 from chancery_shared.messaging.unit_of_work import UnitOfWork
 from chancery_shared.service import current_service
 from chancery_shared.web.app import request_context
@@ -18,7 +13,6 @@ from flask import Response
 from flask_smorest import Blueprint
 
 from chancery_orders import handlers, schemas
-from chancery_orders.access import APPROVERS, DOMAIN_MANAGERS, ORDER_READERS
 
 api = Blueprint("orders", __name__, url_prefix="/api/orders/v1",
                 description="The product catalog, domain validation and certificate orders")
@@ -48,7 +42,7 @@ def list_products() -> dict[str, Any]:
 @api.response(201, schemas.DomainSchema)
 def submit_domain(body: dict[str, Any]) -> Any:
     """Submit a domain for validation; the answer says what to publish to prove control."""
-    principal = require_role(*DOMAIN_MANAGERS, permission="submit_domains")
+    principal = require(Permission.MANAGE_DOMAINS)
     with _uow() as uow:
         return handlers.submit_domain(uow, principal, request_context(principal),
                                       body["name"], body["method"])
@@ -60,7 +54,7 @@ def submit_domain(body: dict[str, Any]) -> Any:
 def list_domains(args: dict[str, Any]) -> dict[str, Any]:
     """The account's domains, newest first. The platform operator sees every account's
     (filter with ``status=pending`` to find those waiting for manual validation)."""
-    principal = require_role(*DOMAIN_MANAGERS, OPERATOR, permission="read_domains")
+    principal = require(Permission.READ_DOMAINS)
     with _uow() as uow:
         items, next_cursor = handlers.list_domains(
             uow, principal, status=args.get("status"), name=args.get("name"),
@@ -71,7 +65,7 @@ def list_domains(args: dict[str, Any]) -> dict[str, Any]:
 @api.route("/domains/<domain_id>")
 @api.response(200, schemas.DomainSchema)
 def get_domain(domain_id: str) -> Any:
-    principal = require_role(*DOMAIN_MANAGERS, OPERATOR, permission="read_domains")
+    principal = require(Permission.READ_DOMAINS)
     with _uow() as uow:
         return handlers.get_domain(uow, principal, domain_id)
 
@@ -81,7 +75,7 @@ def get_domain(domain_id: str) -> Any:
 @api.response(200, schemas.DomainSchema)
 def approve_domain(body: dict[str, Any], domain_id: str) -> Any:
     """Manual validation by the CA's staff (platform operator), with a note."""
-    principal = require_operator(permission="validate_domains")
+    principal = require(Permission.VALIDATE_DOMAINS)
     with _uow() as uow:
         return handlers.approve_domain(uow, principal, request_context(principal), domain_id,
                                        body.get("note"))
@@ -96,7 +90,7 @@ def approve_domain(body: dict[str, Any], domain_id: str) -> Any:
 def submit_order(body: dict[str, Any]) -> Any:
     """Request a certificate. Approved at once when the requester may approve it and every
     name is covered by a validated domain; otherwise it waits for an approver."""
-    principal = require_account_user(permission="request_certificates")
+    principal = require(Permission.REQUEST_CERTIFICATES)
     new = handlers.NewOrder(
         product=body["product"], term_years=body["term_years"],
         server_type=body["server_type"], common_name=body["common_name"],
@@ -111,7 +105,7 @@ def submit_order(body: dict[str, Any]) -> Any:
 @api.response(200, schemas.OrderPage)
 def list_orders(args: dict[str, Any]) -> dict[str, Any]:
     """The orders the caller may see, newest first."""
-    principal = require_role(*ORDER_READERS, permission="read_orders")
+    principal = require(Permission.READ_ORDERS)
     with _uow() as uow:
         items, next_cursor = handlers.list_orders(uow, principal, status=args.get("status"),
                                                   limit=args["limit"], cursor=args["cursor"])
@@ -121,7 +115,7 @@ def list_orders(args: dict[str, Any]) -> dict[str, Any]:
 @api.route("/orders/<order_id>")
 @api.response(200, schemas.OrderSchema)
 def get_order(order_id: str) -> Any:
-    principal = require_role(*ORDER_READERS, permission="read_orders")
+    principal = require(Permission.READ_ORDERS)
     with _uow() as uow:
         return handlers.get_order(uow, principal, order_id)
 
@@ -131,7 +125,7 @@ def get_order(order_id: str) -> Any:
 @api.response(200, schemas.OrderSchema)
 def approve_order(body: dict[str, Any], order_id: str) -> Any:
     """Approve a pending order (422 ``domain_not_validated`` names the domains to submit)."""
-    principal = require_role(*APPROVERS, permission="approve_orders")
+    principal = require(Permission.APPROVE_ORDERS)
     with _uow() as uow:
         return handlers.approve_order(uow, principal, request_context(principal), order_id,
                                       body.get("note"))
@@ -141,7 +135,7 @@ def approve_order(body: dict[str, Any], order_id: str) -> Any:
 @api.arguments(schemas.RejectionSchema)
 @api.response(200, schemas.OrderSchema)
 def reject_order(body: dict[str, Any], order_id: str) -> Any:
-    principal = require_role(*APPROVERS, permission="approve_orders")
+    principal = require(Permission.APPROVE_ORDERS)
     with _uow() as uow:
         return handlers.reject_order(uow, principal, request_context(principal), order_id,
                                      body["reason"])
@@ -152,7 +146,7 @@ def reject_order(body: dict[str, Any], order_id: str) -> Any:
 @api.response(200, schemas.OrderSchema)
 def cancel_order(body: dict[str, Any], order_id: str) -> Any:
     """Withdraw an order before it is being issued (requester or approver)."""
-    principal = require_role(*ORDER_READERS, permission="cancel_orders")
+    principal = require(Permission.REQUEST_CERTIFICATES)
     with _uow() as uow:
         return handlers.cancel_order(uow, principal, request_context(principal), order_id,
                                      body.get("reason"))
@@ -167,7 +161,7 @@ def cancel_order(body: dict[str, Any], order_id: str) -> Any:
 def download_certificate(args: dict[str, Any], order_id: str) -> Response:
     """Download the issued certificate: ``pem``, ``pem-chain`` (with the issuing CA),
     ``der`` or ``p7b``."""
-    principal = require_role(*ORDER_READERS, permission="read_orders")
+    principal = require(Permission.DOWNLOAD_CERTIFICATES)
     with _uow() as uow:
         download = handlers.certificate_download(uow, principal, order_id, args["format"])
     response = Response(download.body, mimetype=download.mimetype)

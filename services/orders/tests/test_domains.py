@@ -83,7 +83,7 @@ def test_only_administrators_submit_domains(shared_harness, role):
     answer = submit(shared_harness, "example.com", role=role,
                     account_id=None if role == "operator" else ACCOUNT)
     assert answer.status_code == 403
-    assert answer.json["missing_permission"] == "submit_domains"
+    assert answer.json["missing_permission"] == "manage_domains"
     assert shared_harness.outbox() == []
 
 

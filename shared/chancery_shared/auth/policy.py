@@ -13,6 +13,7 @@ from typing import TypeVar
 
 from flask import g
 
+from chancery_shared.auth.permissions import Permission, allows
 from chancery_shared.auth.tokens import OPERATOR, Principal
 from chancery_shared.web.problems import Forbidden, Unauthenticated
 
@@ -38,6 +39,15 @@ def current_principal() -> Principal:
 
 def optional_principal() -> Principal | None:
     return getattr(g, "principal", None)
+
+
+def require(permission: Permission) -> Principal:
+    """The caller, if ``design/roles.md`` gives their role ``permission``; else 403 naming it."""
+    principal = current_principal()
+    if not allows(principal, permission):
+        raise Forbidden(f"your role ({principal.role}) lacks the permission '{permission}'",
+                        code="forbidden", missing_permission=str(permission))
+    return principal
 
 
 def require_role(*roles: str, permission: str) -> Principal:

@@ -1,0 +1,83 @@
+"""The permission matrix of ``design/roles.md``, in one table.
+
+A view asks for a permission, never for a list of roles: ``require(Permission.APPROVE_ORDERS)``.
+Which roles hold it is decided here and nowhere else. What a permission reaches — own
+orders, the units of a unit administrator, the whole account — is the object-level
+scope each service applies on top (answering 404 outside it).
+"""
+
+from __future__ import annotations
+
+import enum
+
+from chancery_shared.auth.tokens import OPERATOR, Principal
+
+LIMITED, FINANCE, UNIT_ADMIN, ADMIN = "limited", "finance", "unit_admin", "admin"
+ACCOUNT_ROLES = frozenset({LIMITED, FINANCE, UNIT_ADMIN, ADMIN})
+APPROVERS = frozenset({UNIT_ADMIN, ADMIN})
+
+
+class Permission(enum.StrEnum):
+    # certificates (scope: own and assigned / units / account)
+    REQUEST_CERTIFICATES = "request_certificates"
+    READ_ORDERS = "read_orders"
+    REISSUE_CERTIFICATES = "reissue_certificates"
+    DOWNLOAD_CERTIFICATES = "download_certificates"
+    APPROVE_ORDERS = "approve_orders"  # approve, reject and edit requests
+    ASSIGN_CERTIFICATES = "assign_certificates"
+    RENEWAL_SETTINGS = "renewal_settings"
+    # domains
+    MANAGE_DOMAINS = "manage_domains"  # submit, check, read
+    READ_DOMAINS = "read_domains"
+    VALIDATE_DOMAINS = "validate_domains"  # manual validation by CA staff
+    # people
+    MANAGE_USERS = "manage_users"
+    MANAGE_UNITS = "manage_units"
+    READ_UNITS = "read_units"
+    MANAGE_OWN_API_KEYS = "manage_own_api_keys"
+    CREATE_ACCOUNTS = "create_accounts"
+    # money
+    VIEW_FINANCE = "view_finance"
+    DEPOSIT_FUNDS = "deposit_funds"
+    SETTLE_DEPOSITS = "settle_deposits"
+    READ_DEPOSITS = "read_deposits"
+    # records and the CA
+    READ_AUDIT_LOG = "read_audit_log"
+    READ_ISSUERS = "read_issuers"
+    OPERATE_CA = "operate_ca"
+
+
+_EVERYONE = ACCOUNT_ROLES | {OPERATOR}
+
+GRANTS: dict[Permission, frozenset[str]] = {
+    Permission.REQUEST_CERTIFICATES: ACCOUNT_ROLES,
+    Permission.READ_ORDERS: ACCOUNT_ROLES,
+    Permission.REISSUE_CERTIFICATES: ACCOUNT_ROLES,
+    Permission.DOWNLOAD_CERTIFICATES: ACCOUNT_ROLES,
+    Permission.APPROVE_ORDERS: APPROVERS,
+    Permission.ASSIGN_CERTIFICATES: APPROVERS,
+    Permission.RENEWAL_SETTINGS: APPROVERS,
+    Permission.MANAGE_DOMAINS: APPROVERS,
+    Permission.READ_DOMAINS: APPROVERS | {OPERATOR},
+    Permission.VALIDATE_DOMAINS: frozenset({OPERATOR}),
+    Permission.MANAGE_USERS: APPROVERS,
+    Permission.MANAGE_UNITS: frozenset({ADMIN}),
+    Permission.READ_UNITS: APPROVERS,
+    Permission.MANAGE_OWN_API_KEYS: _EVERYONE,
+    Permission.CREATE_ACCOUNTS: frozenset({OPERATOR}),
+    Permission.VIEW_FINANCE: frozenset({FINANCE, ADMIN}),
+    Permission.DEPOSIT_FUNDS: frozenset({FINANCE, ADMIN}),
+    Permission.SETTLE_DEPOSITS: frozenset({OPERATOR}),
+    Permission.READ_DEPOSITS: frozenset({FINANCE, ADMIN, OPERATOR}),
+    Permission.READ_AUDIT_LOG: frozenset({UNIT_ADMIN, ADMIN, OPERATOR}),
+    Permission.READ_ISSUERS: _EVERYONE,
+    Permission.OPERATE_CA: frozenset({OPERATOR}),
+}
+
+
+def allows(principal: Principal, permission: Permission) -> bool:
+    return principal.role in GRANTS[permission]
+
+
+def roles_with(permission: Permission) -> frozenset[str]:
+    return GRANTS[permission]
