@@ -28,6 +28,14 @@ def can_see(principal: Principal, order: Order) -> bool:
     return principal.role == "unit_admin" and principal.in_unit(order.unit_id)
 
 
+def can_download(principal: Principal, order: Order) -> bool:
+    """roles.md: finance reads the whole account but downloads only its own certificates;
+    everyone else downloads what they can see."""
+    if not can_see(principal, order):
+        return False
+    return principal.role != "finance" or order.requester_id == principal.user_id
+
+
 def can_approve(principal: Principal, order: Order) -> bool:
     """admin: any order of the account; unit_admin: orders of one of their units (the
     order's unit decides, not the requester's current units)."""

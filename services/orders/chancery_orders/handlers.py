@@ -476,6 +476,9 @@ def certificate_download(uow: UnitOfWork, principal: Principal, order_id: str,
     if fmt not in CERTIFICATE_FORMATS:
         raise InvalidField("format", f"must be one of {', '.join(CERTIFICATE_FORMATS)}")
     order = _visible_order(uow, principal, order_id)
+    if not access.can_download(principal, order):
+        raise Forbidden("finance users download only the certificates they requested",
+                        missing_permission="download_certificates")
     certificate = order.certificate
     if certificate is None:
         raise Conflict(f"order {order.short_id} is {order.status}; it has no certificate yet",

@@ -1,0 +1,187 @@
+"""The authorization matrix: every endpoint of every service × every kind of caller.
+
+Each row names an endpoint and the status each principal must get; ``design/roles.md``
+is the source. A new endpoint without a row fails ``test_every_endpoint_has_a_row``.
+Rows whose action uses its object up (approve, settle…) get a fresh object per call.
+The matrix runs against both the embedded and the distributed stack.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from chancery_shared.service import service_classes
+from chancery_shared.testing import make_runtime
+from tests.authz.world import PRINCIPALS, World, build_world
+from tests.conftest import PASSWORD
+from tests.e2e.scenario import SETTLING_CARD, p256_csr
+
+pytestmark = pytest.mark.e2e
+
+ANON, LTD, FIN, UA, OUA, ADM, OADM, OPR = PRINCIPALS
+
+
+def statuses(default: int, **overrides: int) -> dict[str, int]:
+    """``default`` for every signed-in principal, 401 for anonymous, then the overrides."""
+    table = {p: default for p in PRINCIPALS}
+    table[ANON] = 401
+    table.update({k: v for k, v in overrides.items()})
+    return table
+
+
+def everyone(status: int) -> dict[str, int]:
+    return {p: status for p in PRINCIPALS}
+
+
+@dataclass(frozen=True)
+class Row:
+    method: str
+    path: str  # with {placeholders} filled from world.ids or a fresh-object maker
+    expected: dict[str, int]
+    body: Callable[[World, str], Any] | None = None
+    fresh: dict[str, Callable[[World], str]] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.method} {self.path}"
+
+
+def _email(world: World, principal: str) -> str:
+    return f"new-{uuid.uuid4().hex[:8]}@authz.com"
+
+
+R = Row
+ROWS: list[Row] = [
+    # --- identity ----------------------------------------------------------------------
+    R("POST", "/api/identity/v1/sessions", everyone(401),
+      body=lambda w, p: {"email": "nobody@authz.com", "password": "wrong-password-123"}),
+    R("GET", "/api/identity/v1/me", statuses(200)),
+    R("GET", "/api/identity/v1/users", statuses(200, limited=403, finance=403, operator=403)),
+    R("POST", "/api/identity/v1/users",
+      statuses(201, limited=403, finance=403, other_unit_admin=403, other_admin=422,
+               operator=403),
+      body=lambda w, p: {"email": _email(w, p), "name": "New Person", "role": "limited",
+                         "unit_ids": [w.ids["unit"]], "password": "people-password-123"}),
+    R("GET", "/api/identity/v1/users/{limited}",
+      statuses(200, limited=403, finance=403, other_unit_admin=404, other_admin=404,
+               operator=403)),
+    R("GET", "/api/identity/v1/units", statuses(200, limited=403, finance=403, operator=403)),
+    R("POST", "/api/identity/v1/units",
+      statuses(201, limited=403, finance=403, unit_admin=403, other_unit_admin=403,
+               operator=403),
+      body=lambda w, p: {"name": f"Unit {uuid.uuid4().hex[:8]}"}),
+    R("POST", "/api/identity/v1/accounts", statuses(403, operator=201),
+      body=lambda w, p: {"name": "Fresh Co", "admin_email": _email(w, p),
+                         "admin_name": "Fresh Admin", "admin_password": "fresh-password-123"}),
+    R("GET", "/api/identity/.well-known/jwks.json", everyone(200)),
+    # --- orders ------------------------------------------------------------------------
+    R("GET", "/api/orders/v1/products", statuses(200)),
+    R("POST", "/api/orders/v1/domains", statuses(201, limited=403, finance=403, operator=403),
+      body=lambda w, p: {"name": f"d{uuid.uuid4().hex[:8]}.example.com", "method": "dns-txt"}),
+    R("GET", "/api/orders/v1/domains", statuses(200, limited=403, finance=403)),
+    R("GET", "/api/orders/v1/domains/{domain_id}",
+      statuses(200, limited=403, finance=403, other_admin=404)),
+    R("POST", "/api/orders/v1/domains/{fresh_domain}/approve", statuses(403, operator=200),
+      body=lambda w, p: {"note": "matrix"}, fresh={"fresh_domain": World.new_domain}),
+    R("POST", "/api/orders/v1/orders", statuses(201, operator=403),
+      body=lambda w, p: {"product": "ssl_dv", "term_years": 1, "server_type": "nginx",
+                         "common_name": "www.example.com", "sans": [],
+                         "csr": p256_csr("www.example.com")}),
+    R("GET", "/api/orders/v1/orders", statuses(200, operator=403)),
+    R("GET", "/api/orders/v1/orders/{order}",
+      statuses(200, other_unit_admin=404, other_admin=404, operator=403)),
+    R("POST", "/api/orders/v1/orders/{fresh_order}/approve",
+      statuses(200, limited=403, finance=403, other_unit_admin=404, other_admin=404,
+               operator=403),
+      body=lambda w, p: {}, fresh={"fresh_order": World.new_order}),
+    R("POST", "/api/orders/v1/orders/{fresh_order}/reject",
+      statuses(200, limited=403, finance=403, other_unit_admin=404, other_admin=404,
+               operator=403),
+      body=lambda w, p: {"reason": "matrix"}, fresh={"fresh_order": World.new_order}),
+    R("POST", "/api/orders/v1/orders/{fresh_order}/cancel",
+      statuses(200, finance=403, other_unit_admin=404, other_admin=404, operator=403),
+      body=lambda w, p: {"reason": "matrix"}, fresh={"fresh_order": World.new_order}),
+    R("GET", "/api/orders/v1/orders/{issued_order}/certificate",
+      statuses(200, finance=403, other_unit_admin=404, other_admin=404, operator=403)),
+    # --- ca-signer ---------------------------------------------------------------------
+    R("GET", "/api/ca/v1/issuers", statuses(200)),
+    R("GET", "/ca/issuers/{issuer}.crt", everyone(200)),
+    # --- ledger --------------------------------------------------------------------------
+    R("GET", "/api/ledger/v1/balance",
+      statuses(200, limited=403, unit_admin=403, other_unit_admin=403, operator=403)),
+    R("POST", "/api/ledger/v1/deposits",
+      statuses(201, limited=403, unit_admin=403, other_unit_admin=403, operator=403),
+      body=lambda w, p: {"method": "card", "amount_cents": 100, "card": SETTLING_CARD}),
+    R("GET", "/api/ledger/v1/deposits",
+      statuses(200, limited=403, unit_admin=403, other_unit_admin=403)),
+    R("GET", "/api/ledger/v1/deposits/{deposit}",
+      statuses(200, limited=403, unit_admin=403, other_unit_admin=403, other_admin=404)),
+    R("POST", "/api/ledger/v1/deposits/{fresh_po}/settle", statuses(403, operator=200),
+      body=lambda w, p: {}, fresh={"fresh_po": World.new_purchase_order}),
+    R("GET", "/api/ledger/v1/transactions",
+      statuses(200, limited=403, unit_admin=403, other_unit_admin=403, operator=403)),
+    R("GET", "/api/ledger/v1/receipts/{receipt}",
+      statuses(200, limited=403, unit_admin=403, other_unit_admin=403, other_admin=404,
+               operator=403)),
+    # --- audit ---------------------------------------------------------------------------
+    R("GET", "/api/audit/v1/entries", statuses(200, limited=403, finance=403)),
+    R("GET", "/api/audit/v1/entries.csv", statuses(200, limited=403, finance=403)),
+    R("GET", "/api/audit/v1/entries/{audit_entry}",
+      statuses(200, limited=403, finance=403, other_unit_admin=404, other_admin=404)),
+]
+for _service in ("identity", "orders", "ca", "ledger", "audit"):
+    for _leaf in ("healthz", "readyz", "metrics", "openapi.json"):
+        ROWS.append(R("GET", f"/api/{_service}/{_leaf}", everyone(200)))
+
+CASES = [(row, principal) for row in ROWS for principal in PRINCIPALS]
+
+
+@pytest.fixture(scope="module", params=["embedded", "distributed"])
+def world(request) -> World:
+    stack = request.getfixturevalue(f"{request.param}_stack")
+    return build_world(stack.base_url, PASSWORD)
+
+
+def test_every_endpoint_has_a_row(tmp_path):
+    """A new endpoint must be added to the matrix: this fails until it is."""
+    runtime = make_runtime(tmp_path)
+    routes = set()
+    for cls in service_classes().values():
+        service = cls(runtime)
+        for rule in service.create_app().url_map.iter_rules():
+            if rule.endpoint == "static":
+                continue
+            path = re.sub(r"<(?:[a-z]+:)?([a-z_]+)>", "{}", rule.rule)
+            routes |= {f"{method} {path}" for method in rule.methods - {"HEAD", "OPTIONS"}}
+        service.dispose()
+    covered = {f"{row.method} {re.sub(r'{[a-z_]+}', '{}', row.path)}" for row in ROWS}
+    assert not routes - covered, f"endpoints missing from the matrix: {sorted(routes - covered)}"
+    assert not covered - routes, f"matrix rows for endpoints that do not exist: " \
+                                 f"{sorted(covered - routes)}"
+
+
+@pytest.mark.parametrize("row, principal", CASES,
+                         ids=[f"{row.key}-{principal}" for row, principal in CASES])
+def test_matrix(world, row, principal):
+    values = dict(world.ids)
+    for name, make in row.fresh.items():
+        values[name] = make(world)
+    path = row.path.format(**values)
+    api = world.api(principal)
+    body = row.body(world, principal) if row.body else None
+    response = api._call(row.method, path, json=body) if body is not None \
+        else api._call(row.method, path)
+    expected = row.expected[principal]
+    assert response.status_code == expected, (
+        f"{principal} {row.method} {path}: expected {expected}, got {response.status_code} "
+        f"{response.text[:300]}")
+    if expected >= 400:
+        assert response.headers["Content-Type"].startswith("application/problem+json")
+    if expected == 403 and row.path.startswith("/api/") and "/v1/" in row.path:
+        assert response.json().get("missing_permission"), response.text

@@ -1,0 +1,114 @@
+"""A small world of accounts, units, people and objects, built through the public API.
+
+Every principal of the authorization matrix exists here: a limited user, a finance
+user, a unit administrator of the order's unit and one of another unit, an
+administrator, the administrator of another account, the platform operator, and
+nobody (anonymous). Objects are made fresh where an action would use them up.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from chancery_shared.testing import wait_for
+from tests.e2e.scenario import SETTLING_CARD, Api, expect, p256_csr
+
+PRINCIPALS = ("anonymous", "limited", "finance", "unit_admin", "other_unit_admin", "admin",
+              "other_admin", "operator")
+
+
+def _unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@dataclass
+class World:
+    base_url: str
+    apis: dict[str, Api] = field(default_factory=dict)
+    ids: dict[str, str] = field(default_factory=dict)
+
+    def api(self, principal: str) -> Api:
+        return self.apis[principal]
+
+    # --- fresh objects, made by whoever may make them --------------------------------
+
+    def new_order(self, *, approve: bool = False) -> str:
+        """A pending order of the limited user in unit 1 (optionally approved)."""
+        order = expect(self.api("limited").post("/api/orders/v1/orders", {
+            "product": "ssl_dv", "term_years": 1, "server_type": "nginx",
+            "common_name": f"{_unique('www')}.{self.ids['domain']}", "sans": [],
+            "csr": p256_csr("www.example.com"), "unit_id": self.ids["unit"]}), 201)
+        if approve:
+            expect(self.api("admin").post(f"/api/orders/v1/orders/{order['id']}/approve", {}),
+                   200)
+        return order["id"]
+
+    def new_domain(self) -> str:
+        return expect(self.api("admin").post("/api/orders/v1/domains", {
+            "name": f"{_unique('d')}.{self.ids['domain']}", "method": "dns-txt"}), 201)["id"]
+
+    def new_purchase_order(self) -> str:
+        return expect(self.api("admin").post("/api/ledger/v1/deposits", {
+            "method": "purchase_order", "amount_cents": 500,
+            "po_number": _unique("PO")}), 201)["id"]
+
+
+def build_world(base_url: str, password: str) -> World:
+    anonymous = Api(base_url)
+    operator = anonymous.login("operator@chancery.local", password)
+    world = World(base_url, {"anonymous": anonymous, "operator": operator})
+
+    def open_account(name: str) -> tuple[Api, str]:
+        email = f"{_unique('admin')}@{name.lower()}.com"
+        expect(operator.post("/api/identity/v1/accounts", {
+            "name": name, "admin_email": email, "admin_name": f"{name} Admin",
+            "admin_password": "admin-password-123"}), 201)
+        return anonymous.login(email, "admin-password-123"), email
+
+    admin, _ = open_account("Authz")
+    other_admin, _ = open_account("Elsewhere")
+    world.apis.update(admin=admin, other_admin=other_admin)
+    unit = expect(admin.post("/api/identity/v1/units", {"name": _unique("Unit One")}), 201)
+    other_unit = expect(admin.post("/api/identity/v1/units", {"name": _unique("Unit Two")}),
+                        201)
+    world.ids.update(unit=unit["id"], other_unit=other_unit["id"],
+                     admin=expect(admin.get("/api/identity/v1/me"), 200)["id"])
+    people = {"limited": ("limited", [unit["id"]]), "finance": ("finance", []),
+              "unit_admin": ("unit_admin", [unit["id"]]),
+              "other_unit_admin": ("unit_admin", [other_unit["id"]])}
+    for principal, (role, units) in people.items():
+        email = f"{_unique(principal)}@authz.com"
+        user = expect(admin.post("/api/identity/v1/users", {
+            "email": email, "name": principal.replace("_", " ").title(), "role": role,
+            "unit_ids": units, "password": "people-password-123"}), 201)
+        world.ids[principal] = user["id"]
+        world.apis[principal] = anonymous.login(email, "people-password-123")
+
+    # a validated domain (example.com: a registered name the CA's linter accepts)
+    world.ids["domain"] = "example.com"
+    domain = expect(admin.post("/api/orders/v1/domains",
+                               {"name": "example.com", "method": "dns-txt"}), 201)
+    world.ids["domain_id"] = domain["id"]
+    expect(operator.post(f"/api/orders/v1/domains/{domain['id']}/approve",
+                         {"note": "authorization matrix"}), 200)
+
+    # money, and one issued certificate of the limited user's in unit 1
+    deposit = expect(admin.post("/api/ledger/v1/deposits", {
+        "method": "card", "amount_cents": 1_000_000, "card": SETTLING_CARD}), 201)
+    world.ids.update(deposit=deposit["id"], receipt=deposit["receipt_id"])
+    world.ids["order"] = world.new_order()
+    world.ids["issued_order"] = world.new_order(approve=True)
+    wait_for(lambda: expect(admin.get(f"/api/orders/v1/orders/{world.ids['issued_order']}"),
+                            200)["status"] == "issued", timeout=60, message="issuance")
+    issuers = expect(admin.get("/api/ca/v1/issuers"), 200)["items"]
+    world.ids["issuer"] = issuers[0]["id"]
+
+    def order_entry() -> Any:
+        items = expect(admin.get("/api/audit/v1/entries?action=orders.order.submitted"
+                                 f"&target=order:{world.ids['order']}"), 200)["items"]
+        return items[0]["id"] if items else None
+
+    world.ids["audit_entry"] = wait_for(order_entry, message="the order's audit entry")
+    return world
