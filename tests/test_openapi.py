@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from chancery_shared.service import service_classes
 from chancery_shared.testing import make_runtime
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from chancery_shared.messaging import contracts, topology
 from chancery_shared.service import service_classes
 from chancery_shared.testing import make_runtime

@@ -15,11 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-
 from chancery_shared.service import service_classes
 from chancery_shared.testing import make_runtime
-from tests.authz.world import PRINCIPALS, World, build_world
-from tests.conftest import PASSWORD
+
+from tests.authz.world import PRINCIPALS, World
 from tests.e2e.scenario import SETTLING_CARD, p256_csr
 
 pytestmark = pytest.mark.e2e
@@ -140,12 +139,6 @@ for _service in ("identity", "orders", "ca", "ledger", "audit"):
         ROWS.append(R("GET", f"/api/{_service}/{_leaf}", everyone(200)))
 
 CASES = [(row, principal) for row in ROWS for principal in PRINCIPALS]
-
-
-@pytest.fixture(scope="module", params=["embedded", "distributed"])
-def world(request) -> World:
-    stack = request.getfixturevalue(f"{request.param}_stack")
-    return build_world(stack.base_url, PASSWORD)
 
 
 def test_every_endpoint_has_a_row(tmp_path):

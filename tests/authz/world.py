@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chancery_shared.testing import wait_for
+
 from tests.e2e.scenario import SETTLING_CARD, Api, expect, p256_csr
 
 PRINCIPALS = ("anonymous", "limited", "finance", "unit_admin", "other_unit_admin", "admin",

@@ -12,22 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from chancery_deploy import Ports, Stack, missing_infrastructure
+from chancery_deploy import Ports, Stack
 
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
-
-
-def require_servers() -> None:
-    """Skip (locally) or fail (CI) when PostgreSQL, RabbitMQ or nginx is not installed."""
-    missing = missing_infrastructure()
-    if not missing:
-        return
-    reason = f"server packages missing: {', '.join(missing)} (run `make system-packages` as root)"
-    if in_ci():
-        pytest.fail(reason)
-    pytest.skip(reason)
+from conftest import require_servers  # the repository root's conftest
 
 
 @pytest.fixture(scope="module")

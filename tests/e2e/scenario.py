@@ -17,12 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from chancery_shared.testing import wait_for
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-
-from chancery_shared.testing import wait_for
 
 CLIENT_IP = "203.0.113.50"  # what the client says it is; the gateway is trusted to relay it
 SETTLING_CARD = {"number": "4242424242424242", "exp_month": 12, "exp_year": 2031, "cvc": "123"}

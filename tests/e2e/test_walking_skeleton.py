@@ -1,9 +1,9 @@
 """One certificate end to end, through the gateway, in both run modes."""
 
 import pytest
-
 from chancery_shared.messaging import topology
 from chancery_shared.messaging.consumer import peek_dead_letters
+
 from tests.conftest import PASSWORD
 from tests.e2e.scenario import run_happy_path
 
