@@ -1,30 +1,53 @@
 """identity's HTTP input and output schemas (they generate the OpenAPI document)."""
 
+from chancery_shared.web.pagination import PageArgs
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from chancery_identity.model import ACCOUNT_ROLES
+from chancery_identity.passwords import MAX_LENGTH, MIN_LENGTH
 
 Email = lambda **kw: fields.Email(validate=validate.Length(max=254), **kw)  # noqa: E731
 Name = lambda **kw: fields.String(validate=validate.Length(min=1, max=200), **kw)  # noqa: E731
+# the policy (passwords.py) gives the reasons; the schema only bounds the size
+NewPassword = lambda **kw: fields.String(  # noqa: E731
+    validate=validate.Length(min=MIN_LENGTH, max=MAX_LENGTH), load_only=True, **kw)
 
 
 class SessionRequest(Schema):
-    email = Email()
-    password = fields.String(validate=validate.Length(max=1024))
-    api_key = fields.String(validate=validate.Length(max=200))
+    """Either ``{email, password}`` or ``{api_key}``."""
+
+    email = fields.String(validate=validate.Length(max=254))
+    password = fields.String(validate=validate.Length(max=MAX_LENGTH), load_only=True)
+    api_key = fields.String(validate=validate.Length(max=200), load_only=True)
 
     @validates_schema
     def _one_method(self, data, **_kw):
         if "api_key" in data:
-            raise ValidationError("API keys are not accepted yet", "api_key")
-        if not data.get("email") or "password" not in data:
-            raise ValidationError("email and password are required", "email")
+            if "email" in data or "password" in data:
+                raise ValidationError("give either an API key or an e-mail and password",
+                                      "api_key")
+            return
+        if not data.get("email"):
+            raise ValidationError("email and password (or api_key) are required", "email")
+        if "password" not in data:
+            raise ValidationError("email and password (or api_key) are required", "password")
+
+
+class RefreshRequest(Schema):
+    refresh_token = fields.String(required=True, validate=validate.Length(min=1, max=200),
+                                  load_only=True)
 
 
 class SessionResponse(Schema):
     access_token = fields.String(required=True)
     token_type = fields.String(required=True)
-    expires_in = fields.Integer(required=True)
+    expires_in = fields.Integer(required=True, metadata={"description": "seconds"})
+    session_id = fields.String(allow_none=True,
+                               metadata={"description": "null for API-key sign-ins"})
+    refresh_token = fields.String(metadata={"description": "absent for API-key sign-ins; "
+                                            "works once: use the new one each refresh"})
+    refresh_expires_in = fields.Integer(metadata={"description": "seconds until the session "
+                                                  "ends, whatever the refreshes"})
 
 
 class UserSchema(Schema):
@@ -35,7 +58,21 @@ class UserSchema(Schema):
     account_id = fields.String(allow_none=True)
     unit_ids = fields.List(fields.String())
     active = fields.Boolean()
+    locked_until = fields.Method("_locked_until", allow_none=True, metadata={
+        "type": "string", "format": "date-time",
+        "description": "sign-in is locked after repeated failures until then; null when not "
+                       "locked"})
+    failed_logins = fields.Integer(metadata={"description": "consecutive failures counted"})
+    last_login_at = fields.DateTime(allow_none=True)
     created_at = fields.DateTime(dump_only=True)
+    updated_at = fields.DateTime(dump_only=True)
+
+    def _locked_until(self, user):
+        from chancery_shared.service import current_service
+
+        if user.locked_until is None or not user.is_locked(current_service().clock()):
+            return None
+        return fields.DateTime()._serialize(user.locked_until, "locked_until", user)
 
 
 class MeSchema(Schema):
@@ -45,6 +82,7 @@ class MeSchema(Schema):
     role = fields.String()
     account_id = fields.String(allow_none=True)
     unit_ids = fields.List(fields.String())
+    session_id = fields.String(allow_none=True)
 
 
 class NewUserSchema(Schema):
@@ -52,8 +90,24 @@ class NewUserSchema(Schema):
     name = Name(required=True)
     role = fields.String(required=True, validate=validate.OneOf(ACCOUNT_ROLES))
     unit_ids = fields.List(fields.String(), load_default=list)
-    password = fields.String(required=True, validate=validate.Length(min=12, max=1024),
-                             load_only=True)
+    password = NewPassword(required=True)
+
+
+class UserPatchSchema(Schema):
+    name = Name()
+    role = fields.String(validate=validate.OneOf(ACCOUNT_ROLES))
+    unit_ids = fields.List(fields.String())
+    active = fields.Boolean()
+
+
+class PasswordChangeSchema(Schema):
+    current_password = fields.String(required=True, validate=validate.Length(max=MAX_LENGTH),
+                                     load_only=True)
+    new_password = NewPassword(required=True)
+
+
+class ListArgs(PageArgs):
+    pass
 
 
 class UserPage(Schema):
@@ -65,6 +119,8 @@ class UnitSchema(Schema):
     id = fields.String(dump_only=True)
     name = Name(required=True)
     account_id = fields.String(dump_only=True)
+    created_at = fields.DateTime(dump_only=True)
+    updated_at = fields.DateTime(dump_only=True)
 
 
 class UnitPage(Schema):
@@ -72,12 +128,33 @@ class UnitPage(Schema):
     next_cursor = fields.String(allow_none=True)
 
 
+class NewApiKeySchema(Schema):
+    name = Name(required=True)
+
+
+class ApiKeySchema(Schema):
+    id = fields.String()
+    name = fields.String()
+    prefix = fields.String(metadata={"description": "the visible part: chy_<prefix>_..."})
+    created_at = fields.DateTime()
+    last_used_at = fields.DateTime(allow_none=True)
+    revoked_at = fields.DateTime(allow_none=True)
+
+
+class CreatedApiKeySchema(ApiKeySchema):
+    key = fields.String(metadata={"description": "the key itself, shown this once only"})
+
+
+class ApiKeyPage(Schema):
+    items = fields.List(fields.Nested(ApiKeySchema))
+    next_cursor = fields.String(allow_none=True)
+
+
 class NewAccountSchema(Schema):
     name = Name(required=True)
     admin_email = Email(required=True)
     admin_name = Name(required=True)
-    admin_password = fields.String(required=True, validate=validate.Length(min=12, max=1024),
-                                   load_only=True)
+    admin_password = NewPassword(required=True)
 
 
 class AccountSchema(Schema):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from chancery_identity.model import User
+from chancery_identity.sign_in import BAD_CREDENTIALS
 from chancery_shared.auth.tokens import TokenVerifier
 from sqlalchemy import select
 
@@ -28,7 +29,7 @@ def test_development_bootstrap_seeds_operator_and_example_corp_once(service):
 
 def test_login_issues_an_eddsa_token_that_verifies_against_the_jwks(service, client, jwks):
     r = client.post("/api/identity/v1/sessions",
-                    json={"email": "Admin@Example.com", "password": "correct-horse-battery"})
+                    json={"email": "Admin@Example.com", "password": "quiet-lantern-harbour"})
     assert r.status_code == 201
     body = r.get_json()
     assert body["token_type"] == "Bearer" and 0 < body["expires_in"] <= 900
@@ -43,14 +44,14 @@ def test_login_issues_an_eddsa_token_that_verifies_against_the_jwks(service, cli
 
 @pytest.mark.parametrize("email, password", [
     ("admin@example.com", "wrong-password-123"),
-    ("nobody@example.com", "correct-horse-battery"),
+    ("nobody@example.com", "quiet-lantern-harbour"),
 ])
 def test_bad_credentials_get_the_same_401_and_an_audited_failure(service, client, email,
                                                                  password):
     r = client.post("/api/identity/v1/sessions", json={"email": email, "password": password},
                     environ_base={"REMOTE_ADDR": "198.51.100.23"})
     assert r.status_code == 401
-    assert r.get_json()["detail"] == "the e-mail address or password is not correct"
+    assert r.get_json()["detail"] == BAD_CREDENTIALS
     failures = [body for type_, body in outbox_types(service) if type_ == "identity.login.failed"]
     assert len(failures) == 1 and "198.51.100.23" in failures[0]
 
@@ -113,9 +114,9 @@ def test_operator_opens_a_customer_account(client, login):
     operator = login(client, "operator@chancery.local")
     r = client.post("/api/identity/v1/accounts", headers=operator, json={
         "name": "Globex", "admin_email": "root@globex.com", "admin_name": "Hank",
-        "admin_password": "globex-password-1"})
+        "admin_password": "harbour-lantern-42"})
     assert r.status_code == 201
-    globex = login(client, "root@globex.com", "globex-password-1")
+    globex = login(client, "root@globex.com", "harbour-lantern-42")
     users = client.get("/api/identity/v1/users", headers=globex).get_json()["items"]
     assert [u["email"] for u in users] == ["root@globex.com"]  # Example Corp is invisible
     admin = login(client, "admin@example.com")
@@ -128,8 +129,8 @@ def test_another_accounts_user_is_not_found(client, login):
     operator = login(client, "operator@chancery.local")
     client.post("/api/identity/v1/accounts", headers=operator, json={
         "name": "Globex", "admin_email": "root@globex.com", "admin_name": "Hank",
-        "admin_password": "globex-password-1"})
-    globex = login(client, "root@globex.com", "globex-password-1")
+        "admin_password": "harbour-lantern-42"})
+    globex = login(client, "root@globex.com", "harbour-lantern-42")
     admin = login(client, "admin@example.com")
     example_admin_id = client.get("/api/identity/v1/me", headers=admin).get_json()["id"]
     assert client.get(f"/api/identity/v1/users/{example_admin_id}",

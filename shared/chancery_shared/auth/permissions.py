@@ -31,7 +31,9 @@ class Permission(enum.StrEnum):
     READ_DOMAINS = "read_domains"
     VALIDATE_DOMAINS = "validate_domains"  # manual validation by CA staff
     # people
-    MANAGE_USERS = "manage_users"
+    MANAGE_USERS = "manage_users"  # scope: a unit administrator's units, an admin's account
+    MANAGE_ACCOUNT_USERS = "manage_account_users"  # users beyond one's own units
+    MANAGE_ADMINS = "manage_admins"  # create, edit, promote to or unlock administrators
     MANAGE_UNITS = "manage_units"
     READ_UNITS = "read_units"
     MANAGE_OWN_API_KEYS = "manage_own_api_keys"
@@ -61,6 +63,8 @@ GRANTS: dict[Permission, frozenset[str]] = {
     Permission.READ_DOMAINS: APPROVERS | {OPERATOR},
     Permission.VALIDATE_DOMAINS: frozenset({OPERATOR}),
     Permission.MANAGE_USERS: APPROVERS,
+    Permission.MANAGE_ACCOUNT_USERS: frozenset({ADMIN}),
+    Permission.MANAGE_ADMINS: frozenset({ADMIN}),
     Permission.MANAGE_UNITS: frozenset({ADMIN}),
     Permission.READ_UNITS: APPROVERS,
     Permission.MANAGE_OWN_API_KEYS: _EVERYONE,

@@ -33,6 +33,8 @@ class Principal:
     account_id: str | None
     unit_ids: tuple[str, ...] = ()
     token_id: str | None = None
+    # the sign-in session the token belongs to (claim ``sid``); None for API-key tokens
+    session_id: str | None = None
 
     @property
     def is_operator(self) -> bool:
@@ -50,7 +52,7 @@ class Principal:
         return cls(user_id=str(claims["sub"]), email=claims.get("email", ""),
                    name=claims.get("name", ""), role=claims["role"],
                    account_id=claims.get("acct"), unit_ids=tuple(claims.get("units") or ()),
-                   token_id=claims.get("jti"))
+                   token_id=claims.get("jti"), session_id=claims.get("sid"))
 
 
 class InvalidToken(Exception):

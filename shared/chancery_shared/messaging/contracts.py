@@ -67,10 +67,23 @@ class UserChanged(Payload):
     role = fields.String(required=True)
     unit_ids = fields.List(Id(), required=True)
     active = fields.Boolean()
+    changes = fields.Dict()  # updated/deactivated: {field: [old, new]}
 
 
 register_many(["identity.user.created", "identity.user.updated", "identity.user.deactivated"],
               UserChanged)
+
+
+class UserSecurityEvent(Payload):
+    """A user's credentials or lock changed (password changed, unlocked by an admin)."""
+
+    user_id = Id(required=True)
+    email = fields.String(required=True)
+    unit_ids = fields.List(Id())
+    sessions_ended = fields.Integer()
+
+
+register_many(["identity.user.password_changed", "identity.user.unlocked"], UserSecurityEvent)
 
 
 class UnitChanged(Payload):
@@ -86,9 +99,22 @@ class SessionEvent(Payload):
     email = fields.String(allow_none=True)
     method = fields.String(required=True)
     reason = fields.String(allow_none=True)
+    session_id = Id(allow_none=True)
+    unit_ids = fields.List(Id())
+    locked_until = Time(allow_none=True)  # login.failed: this failure locked the user
 
 
-register_many(["identity.session.created", "identity.login.failed"], SessionEvent)
+register_many(["identity.session.created", "identity.login.failed",
+               "identity.session.ended"], SessionEvent)
+
+
+@register("identity.signing_key.rotated")
+class SigningKeyRotated(Payload):
+    """A new access-token signing key was published; it signs from ``activates_at``."""
+
+    kid = fields.String(required=True)
+    previous_kid = fields.String(allow_none=True)
+    activates_at = Time(required=True)
 
 
 class ApiKeyChanged(Payload):
