@@ -18,7 +18,7 @@ import pytest
 from chancery_shared.service import service_classes
 from chancery_shared.testing import make_runtime
 
-from tests.authz.world import PRINCIPALS, World
+from tests.authz.world import ACCOUNT_PASSWORD, PEOPLE_PASSWORD, PRINCIPALS, World
 from tests.e2e.scenario import SETTLING_CARD, p256_csr
 
 pytestmark = pytest.mark.e2e
@@ -45,6 +45,8 @@ class Row:
     expected: dict[str, int]
     body: Callable[[World, str], Any] | None = None
     fresh: dict[str, Callable[[World], str]] = field(default_factory=dict)
+    own_session: bool = False  # act in a separate, fresh session (the action ends it)
+    on_success: Callable[[World, str, Any], None] | None = None
 
     @property
     def key(self) -> str:
@@ -66,7 +68,7 @@ ROWS: list[Row] = [
       statuses(201, limited=403, finance=403, other_unit_admin=403, other_admin=422,
                operator=403),
       body=lambda w, p: {"email": _email(w, p), "name": "New Person", "role": "limited",
-                         "unit_ids": [w.ids["unit"]], "password": "people-password-123"}),
+                         "unit_ids": [w.ids["unit"]], "password": PEOPLE_PASSWORD}),
     R("GET", "/api/identity/v1/users/{limited}",
       statuses(200, limited=403, finance=403, other_unit_admin=404, other_admin=404,
                operator=403)),
@@ -77,8 +79,35 @@ ROWS: list[Row] = [
       body=lambda w, p: {"name": f"Unit {uuid.uuid4().hex[:8]}"}),
     R("POST", "/api/identity/v1/accounts", statuses(403, operator=201),
       body=lambda w, p: {"name": "Fresh Co", "admin_email": _email(w, p),
-                         "admin_name": "Fresh Admin", "admin_password": "fresh-password-123"}),
+                         "admin_name": "Fresh Admin", "admin_password": ACCOUNT_PASSWORD}),
     R("GET", "/api/identity/.well-known/jwks.json", everyone(200)),
+    R("POST", "/api/identity/v1/sessions/refresh", everyone(200),
+      body=lambda w, p: {"refresh_token": w.fresh["fresh_refresh"]},
+      fresh={"fresh_refresh": World.new_refresh_token}),
+    R("DELETE", "/api/identity/v1/sessions/current", statuses(204), own_session=True),
+    R("POST", "/api/identity/v1/me/password", statuses(204),
+      body=lambda w, p: {"current_password": w.credentials.get(p, ("", "x"))[1],
+                         "new_password": f"Granite-Orchard-{uuid.uuid4().hex[:8]}"},
+      on_success=lambda w, p, body: w.api(p)._call("POST", "/api/identity/v1/me/password", json={
+          "current_password": body["new_password"],
+          "new_password": body["current_password"]}).raise_for_status()),  # shared users
+    R("PATCH", "/api/identity/v1/users/{limited}",
+      statuses(200, limited=403, finance=403, other_unit_admin=404, other_admin=404,
+               operator=403),
+      body=lambda w, p: {"name": "Limited User"}),
+    R("POST", "/api/identity/v1/users/{limited}/unlock",
+      statuses(200, limited=403, finance=403, other_unit_admin=404, other_admin=404,
+               operator=403), body=lambda w, p: {}),
+    R("GET", "/api/identity/v1/units/{unit}",
+      statuses(200, limited=403, finance=403, other_unit_admin=404, other_admin=404,
+               operator=403)),
+    R("PATCH", "/api/identity/v1/units/{unit}",
+      statuses(403, admin=200, other_admin=404),
+      body=lambda w, p: {"name": f"Unit One {uuid.uuid4().hex[:6]}"}),
+    R("POST", "/api/identity/v1/api-keys", statuses(201), body=lambda w, p: {"name": "ci"}),
+    R("GET", "/api/identity/v1/api-keys", statuses(200)),
+    R("DELETE", "/api/identity/v1/api-keys/{fresh_key}", statuses(404, admin=204),
+      fresh={"fresh_key": World.new_admin_api_key}),
     # --- orders ------------------------------------------------------------------------
     R("GET", "/api/orders/v1/products", statuses(200)),
     R("POST", "/api/orders/v1/domains", statuses(201, limited=403, finance=403, operator=403),
@@ -165,8 +194,10 @@ def test_matrix(world, row, principal):
     values = dict(world.ids)
     for name, make in row.fresh.items():
         values[name] = make(world)
+    world.fresh = values
     path = row.path.format(**values)
-    api = world.api(principal)
+    api = world.sign_in_again(principal) if row.own_session and principal != ANON \
+        else world.api(principal)
     body = row.body(world, principal) if row.body else None
     response = api._call(row.method, path, json=body) if body is not None \
         else api._call(row.method, path)
@@ -174,6 +205,8 @@ def test_matrix(world, row, principal):
     assert response.status_code == expected, (
         f"{principal} {row.method} {path}: expected {expected}, got {response.status_code} "
         f"{response.text[:300]}")
+    if expected < 400 and row.on_success:
+        row.on_success(world, principal, body)
     if expected >= 400:
         assert response.headers["Content-Type"].startswith("application/problem+json")
     if expected == 403 and row.path.startswith("/api/") and "/v1/" in row.path:

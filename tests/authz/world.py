@@ -16,6 +16,8 @@ from chancery_shared.testing import wait_for
 
 from tests.e2e.scenario import SETTLING_CARD, Api, expect, p256_csr
 
+ACCOUNT_PASSWORD = "Tangerine-Harbour-Lantern-41"
+PEOPLE_PASSWORD = "Violet-Compass-Meadow-73"
 PRINCIPALS = ("anonymous", "limited", "finance", "unit_admin", "other_unit_admin", "admin",
               "other_admin", "operator")
 
@@ -29,6 +31,8 @@ class World:
     base_url: str
     apis: dict[str, Api] = field(default_factory=dict)
     ids: dict[str, str] = field(default_factory=dict)
+    credentials: dict[str, tuple[str, str]] = field(default_factory=dict)  # email, password
+    fresh: dict[str, str] = field(default_factory=dict)  # the current row's fresh objects
 
     def api(self, principal: str) -> Api:
         return self.apis[principal]
@@ -50,6 +54,20 @@ class World:
         return expect(self.api("admin").post("/api/orders/v1/domains", {
             "name": f"{_unique('d')}.{self.ids['domain']}", "method": "dns-txt"}), 201)["id"]
 
+    def sign_in_again(self, principal: str) -> Api:
+        """A second, separate session of ``principal`` (for logging out)."""
+        email, password = self.credentials[principal]
+        return Api(self.base_url).login(email, password)
+
+    def new_refresh_token(self) -> str:
+        email, password = self.credentials["admin"]
+        return expect(Api(self.base_url).post("/api/identity/v1/sessions", {
+            "email": email, "password": password}), 201)["refresh_token"]
+
+    def new_admin_api_key(self) -> str:
+        return expect(self.api("admin").post("/api/identity/v1/api-keys",
+                                             {"name": _unique("key")}), 201)["id"]
+
     def new_purchase_order(self) -> str:
         return expect(self.api("admin").post("/api/ledger/v1/deposits", {
             "method": "purchase_order", "amount_cents": 500,
@@ -60,16 +78,19 @@ def build_world(base_url: str, password: str) -> World:
     anonymous = Api(base_url)
     operator = anonymous.login("operator@chancery.local", password)
     world = World(base_url, {"anonymous": anonymous, "operator": operator})
+    world.credentials["operator"] = ("operator@chancery.local", password)
 
     def open_account(name: str) -> tuple[Api, str]:
         email = f"{_unique('admin')}@{name.lower()}.com"
         expect(operator.post("/api/identity/v1/accounts", {
             "name": name, "admin_email": email, "admin_name": f"{name} Admin",
-            "admin_password": "admin-password-123"}), 201)
-        return anonymous.login(email, "admin-password-123"), email
+            "admin_password": ACCOUNT_PASSWORD}), 201)
+        return anonymous.login(email, ACCOUNT_PASSWORD), email
 
-    admin, _ = open_account("Authz")
-    other_admin, _ = open_account("Elsewhere")
+    admin, admin_email = open_account("Authz")
+    other_admin, other_email = open_account("Elsewhere")
+    world.credentials.update(admin=(admin_email, ACCOUNT_PASSWORD),
+                             other_admin=(other_email, ACCOUNT_PASSWORD))
     world.apis.update(admin=admin, other_admin=other_admin)
     unit = expect(admin.post("/api/identity/v1/units", {"name": _unique("Unit One")}), 201)
     other_unit = expect(admin.post("/api/identity/v1/units", {"name": _unique("Unit Two")}),
@@ -83,9 +104,10 @@ def build_world(base_url: str, password: str) -> World:
         email = f"{_unique(principal)}@authz.com"
         user = expect(admin.post("/api/identity/v1/users", {
             "email": email, "name": principal.replace("_", " ").title(), "role": role,
-            "unit_ids": units, "password": "people-password-123"}), 201)
+            "unit_ids": units, "password": PEOPLE_PASSWORD}), 201)
         world.ids[principal] = user["id"]
-        world.apis[principal] = anonymous.login(email, "people-password-123")
+        world.apis[principal] = anonymous.login(email, PEOPLE_PASSWORD)
+        world.credentials[principal] = (email, PEOPLE_PASSWORD)
 
     # a validated domain (example.com: a registered name the CA's linter accepts)
     world.ids["domain"] = "example.com"
