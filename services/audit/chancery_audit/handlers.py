@@ -44,8 +44,13 @@ def units_named_in(data: dict[str, Any]) -> set[str]:
     if isinstance(data.get("unit_ids"), list):
         units.update(u for u in data["unit_ids"] if isinstance(u, str) and u)
     changes = data.get("changes")
-    if isinstance(changes, dict) and isinstance(changes.get("unit_id"), list):
-        units.update(u for u in changes["unit_id"] if isinstance(u, str) and u)  # old and new
+    if isinstance(changes, dict):
+        if isinstance(changes.get("unit_id"), list):  # [old, new]
+            units.update(u for u in changes["unit_id"] if isinstance(u, str) and u)
+        if isinstance(changes.get("unit_ids"), list):  # [old list, new list]
+            for side in changes["unit_ids"]:
+                if isinstance(side, list):
+                    units.update(u for u in side if isinstance(u, str) and u)
     return units
 
 

@@ -211,6 +211,7 @@ def test_each_account_and_the_platform_keep_their_own_numbered_log(record, audit
     ({"unit_id": None}, []),
     ({"unit_ids": ["u2", "u1"]}, ["u1", "u2"]),
     ({"changes": {"unit_id": ["u1", "u3"], "term_years": [1, 2]}}, ["u1", "u3"]),
+    ({"changes": {"unit_ids": [["u1"], ["u4", "u5"]]}}, ["u1", "u4", "u5"]),  # a user moved
     ({}, []),
 ])
 def test_the_units_a_message_names_are_kept_with_its_entry(data_units, expected, record, audit):
