@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
@@ -61,7 +62,13 @@ class Service:
     description: ClassVar[str]
     metadata: ClassVar[MetaData]
     messaging: ClassVar[MessagingTables]
-    migrations_dir: ClassVar[Path]
+    migrations_dir: ClassVar[Path]  # default: the "migrations" folder beside the subclass
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "migrations_dir" not in cls.__dict__:
+            module = sys.modules[cls.__module__]
+            cls.migrations_dir = Path(module.__file__ or ".").parent / "migrations"
 
     def __init__(self, runtime: Runtime):
         self.runtime = runtime

@@ -6,8 +6,8 @@ import uuid
 
 import pytest
 import requests
-
 from chancery_shared.testing import wait_for
+
 from tests.conftest import PASSWORD
 from tests.e2e.scenario import Api, expect
 

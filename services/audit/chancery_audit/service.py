@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 
 import flask_smorest
 from chancery_shared.messaging.consumer import Handler
@@ -22,7 +21,6 @@ class AuditService(Service):
                    "what, when, from where, to what.")
     metadata = model.metadata
     messaging = model.messaging
-    migrations_dir = Path(__file__).parent / "migrations"
 
     def blueprints(self) -> list[flask_smorest.Blueprint]:
         return [views.api]

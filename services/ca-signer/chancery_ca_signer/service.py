@@ -41,7 +41,6 @@ class CaSignerService(Service):
                    "records and the public CA downloads.")
     metadata = model.metadata
     messaging = model.messaging
-    migrations_dir = Path(__file__).parent / "migrations"
 
     def __init__(self, runtime: Runtime):
         super().__init__(runtime)

@@ -7,7 +7,6 @@ import logging
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from pathlib import Path
 
 from chancery_shared import config as cfg
 from chancery_shared.messaging.envelope import Actor, utcnow
@@ -71,7 +70,6 @@ class IdentityService(Service):
                    "access tokens and their keys.")
     metadata = model.metadata
     messaging = model.messaging
-    migrations_dir = Path(__file__).parent / "migrations"
 
     def __init__(self, runtime: Runtime):
         super().__init__(runtime)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Mapping
-from pathlib import Path
 
 from chancery_shared import config as cfg
 from chancery_shared.messaging.consumer import Handler
@@ -31,7 +30,6 @@ class LedgerService(Service):
                    "deposits, receipts, and the reservations and captures of the order saga.")
     metadata = model.metadata
     messaging = model.messaging
-    migrations_dir = Path(__file__).parent / "migrations"
 
     def __init__(self, runtime: Runtime):
         super().__init__(runtime)

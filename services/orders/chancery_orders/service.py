@@ -24,7 +24,6 @@ class OrdersService(Service):
                    "certificate orders from request to issuance.")
     metadata = model.metadata
     messaging = model.messaging
-    migrations_dir = Path(__file__).parent / "migrations"
 
     def blueprints(self) -> list[flask_smorest.Blueprint]:
         return [views.api]
