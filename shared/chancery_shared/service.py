@@ -31,6 +31,7 @@ from chancery_shared.messaging.relay import OutboxRelay
 from chancery_shared.messaging.tables import MessagingTables
 from chancery_shared.messaging.unit_of_work import UnitOfWork
 from chancery_shared.web.app import create_app
+from chancery_shared.web.idempotency import IdempotencyKeys
 
 log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "chancery.services"
@@ -79,6 +80,7 @@ class Service:
         self.session_factory = db.make_session_factory(self.engine)
         self.relay_wakeup = threading.Event()
         self._verifier: TokenVerifier | None = None
+        self.idempotency = IdempotencyKeys(self.uow, self.messaging.idempotency)
 
     # --- what subclasses provide --------------------------------------------------------
 

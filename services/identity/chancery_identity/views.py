@@ -6,6 +6,7 @@ from chancery_shared.auth.permissions import Permission
 from chancery_shared.auth.policy import current_principal, is_public, public, require
 from chancery_shared.service import current_service
 from chancery_shared.web.app import client_ip, request_context
+from chancery_shared.web.idempotency import idempotent
 from chancery_shared.web.problems import render
 from flask import current_app, g, jsonify, request
 from flask_smorest import Blueprint
@@ -136,6 +137,7 @@ def list_users(args):
 
 
 @api.route("/users", methods=["POST"])
+@idempotent(secret_fields=("password",))
 @api.arguments(schemas.NewUserSchema)
 @api.response(201, schemas.UserSchema)
 def create_user(body):
@@ -196,6 +198,7 @@ def list_units(args):
 
 
 @api.route("/units", methods=["POST"])
+@idempotent
 @api.arguments(schemas.UnitSchema)
 @api.response(201, schemas.UnitSchema)
 def create_unit(body):
@@ -264,6 +267,7 @@ def revoke_api_key(key_id):
 
 
 @api.route("/accounts", methods=["POST"])
+@idempotent(secret_fields=("admin_password",))
 @api.arguments(schemas.NewAccountSchema)
 @api.response(201, schemas.AccountSchema)
 def create_account(body):

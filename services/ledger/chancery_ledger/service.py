@@ -11,7 +11,6 @@ from chancery_shared.messaging.consumer import Handler
 from chancery_shared.service import Runtime, Service
 
 from chancery_ledger import messages, model, views
-from chancery_ledger.idempotency import IdempotencyKeys
 from chancery_ledger.payments import PaymentProcessor, build_processor
 
 log = logging.getLogger(__name__)
@@ -42,7 +41,6 @@ class LedgerService(Service):
         if self.payment_processor.name == "test":
             log.warning("ledger uses the test payment processor: card deposits move no real "
                         "money (set CHANCERY_LEDGER_PAYMENT_PROCESSOR)")
-        self.idempotency = IdempotencyKeys(self.uow, model.messaging.idempotency)
 
     def blueprints(self):
         return [views.api]

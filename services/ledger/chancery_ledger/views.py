@@ -9,12 +9,12 @@ from chancery_shared.auth.policy import require
 from chancery_shared.auth.tokens import Principal
 from chancery_shared.service import current_service
 from chancery_shared.web.app import request_context
+from chancery_shared.web.idempotency import HEADER, Claim, fingerprint
 from flask import Response, render_template_string, request
 from flask_smorest import Blueprint
 
 from chancery_ledger import handlers, schemas
 from chancery_ledger.cards import CardDetails
-from chancery_ledger.idempotency import HEADER, Claim, fingerprint
 from chancery_ledger.model import (
     CARD,
     CUSTOMER_AVAILABLE,

@@ -16,13 +16,14 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from chancery_shared.messaging.envelope import utcnow
-from chancery_shared.messaging.unit_of_work import UnitOfWork
-from chancery_shared.web.problems import Conflict, InvalidField
 from flask import Response
 from sqlalchemy import Table, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+
+from chancery_shared.messaging.envelope import utcnow
+from chancery_shared.messaging.unit_of_work import UnitOfWork
+from chancery_shared.web.problems import Conflict, InvalidField
 
 HEADER = "Idempotency-Key"
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
@@ -89,3 +90,56 @@ class IdempotencyKeys:
                                                 t.c.key == claim.key,
                                                 t.c.status_code.is_(None)))
             uow.commit()
+
+
+def idempotent(view: Callable[..., Any] | None = None, *,
+               secret_fields: tuple[str, ...] = ()) -> Any:
+    """``Idempotency-Key`` for a view that creates something (api.md).
+
+    Put it between ``@blueprint.route`` and ``@blueprint.arguments``, so it sees the final
+    response. A repeat with the same key and body returns the first response (with
+    ``Idempotent-Replayed: true``); the same key with another body is 422; a concurrent
+    twin is 409. ``secret_fields`` (passwords) are left out of the stored fingerprint.
+    The response is stored right after the work committed, in its own transaction;
+    views that must store it atomically with the work (a card payment) use
+    :class:`IdempotencyKeys` directly, as the ledger does. Never use it on a view whose
+    response holds a secret (a new API key): the stored response would keep it.
+    """
+    import functools
+
+    from flask import make_response, request
+
+    from chancery_shared.auth.policy import current_principal
+    from chancery_shared.service import current_service
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            key = request.headers.get(HEADER)
+            if key is None:
+                return func(*args, **kwargs)
+            keys: IdempotencyKeys = current_service().idempotency
+            body = request.get_json(silent=True)
+            if isinstance(body, dict):
+                body = {k: v for k, v in body.items() if k not in secret_fields}
+            started = keys.begin(current_principal().user_id, key, request.method,
+                                 request.path, fingerprint(body))
+            if isinstance(started, Response):
+                return started
+            try:
+                response = make_response(func(*args, **kwargs))
+            except BaseException:
+                keys.abandon(started)
+                raise
+            if response.status_code >= 400:  # nothing was created: the key may be reused
+                keys.abandon(started)
+                return response
+            with keys._uow() as uow:
+                keys.complete(uow.session, started, response.status_code,
+                              response.get_json())
+                uow.commit()
+            return response
+
+        return wrapper
+
+    return decorate(view) if view is not None else decorate
