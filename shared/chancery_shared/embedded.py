@@ -44,8 +44,23 @@ class EmbeddedChancery:
         self._server: Any = None
 
     def _fetch_jwks(self) -> dict[str, Any]:
-        response = Client(self.gateway).get("/api/identity/.well-known/jwks.json")
-        return response.json
+        """identity's JWKS through the gateway, as every other host fetches it over HTTP.
+
+        The call runs on its own thread: a token is verified inside a request, and a
+        request nested on the same thread would share (and clobber) Flask's ``g`` of the
+        request being served when both are identity's.
+        """
+        result: dict[str, Any] = {}
+
+        def fetch() -> None:
+            result["jwks"] = Client(self.gateway).get("/api/identity/.well-known/jwks.json").json
+
+        thread = threading.Thread(target=fetch, name="jwks-fetch")
+        thread.start()
+        thread.join(timeout=10)
+        if "jwks" not in result:
+            raise RuntimeError("identity's JWKS could not be fetched")
+        return result["jwks"]
 
     def start(self) -> None:
         """Migrate, seed development data, and start relays, consumers and jobs."""

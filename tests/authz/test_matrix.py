@@ -19,7 +19,7 @@ from chancery_shared.service import service_classes
 from chancery_shared.testing import make_runtime
 
 from tests.authz.world import ACCOUNT_PASSWORD, PEOPLE_PASSWORD, PRINCIPALS, World
-from tests.e2e.scenario import SETTLING_CARD, p256_csr
+from tests.e2e.scenario import SETTLING_CARD, p256_csr, p256_csr_without_names
 
 pytestmark = pytest.mark.e2e
 
@@ -135,6 +135,43 @@ ROWS: list[Row] = [
     R("POST", "/api/orders/v1/orders/{fresh_order}/cancel",
       statuses(200, finance=403, other_unit_admin=404, other_admin=404, operator=403),
       body=lambda w, p: {"reason": "matrix"}, fresh={"fresh_order": World.new_order}),
+    R("PATCH", "/api/orders/v1/orders/{fresh_order}",
+      statuses(200, limited=403, finance=403, other_unit_admin=404, other_admin=404,
+               operator=403),
+      body=lambda w, p: {"notes": "edited by the matrix"},
+      fresh={"fresh_order": World.new_order}),
+    R("POST", "/api/orders/v1/orders/{fresh_issued}/reissue",
+      statuses(200, finance=403, other_unit_admin=404, other_admin=404, operator=403),
+      body=lambda w, p: {"csr": p256_csr_without_names()},
+      fresh={"fresh_issued": World.new_issued_order}),
+    R("POST", "/api/orders/v1/orders/{fresh_issued}/revoke",
+      statuses(200, finance=403, other_unit_admin=404, other_admin=404, operator=403),
+      body=lambda w, p: {"reason": "superseded"},
+      fresh={"fresh_issued": World.new_issued_order}),
+    R("POST", "/api/orders/v1/orders/{fresh_issued}/refund",
+      statuses(200, limited=403, finance=403, other_unit_admin=404, other_admin=404,
+               operator=403),
+      body=lambda w, p: {"reason": "cessation_of_operation"},
+      fresh={"fresh_issued": World.new_issued_order}),
+    R("POST", "/api/orders/v1/orders/{fresh_issued}/renew",
+      statuses(201, finance=403, other_unit_admin=404, other_admin=404, operator=403),
+      body=lambda w, p: {"csr": p256_csr_without_names()},
+      fresh={"fresh_issued": World.new_issued_order}),
+    R("PUT", "/api/orders/v1/orders/{fresh_order}/assignees",
+      statuses(200, limited=403, finance=403, other_unit_admin=404, other_admin=404,
+               operator=403),
+      body=lambda w, p: {"user_ids": [w.ids["finance"]]},
+      fresh={"fresh_order": World.new_order}),
+    R("GET", "/api/orders/v1/orders.csv", statuses(200, operator=403)),
+    R("GET", "/api/orders/v1/orders/{issued_order}/seal.svg", everyone(200)),
+    R("GET", "/api/orders/v1/renewal-notices", statuses(403, admin=200, other_admin=200)),
+    R("PUT", "/api/orders/v1/renewal-notices", statuses(403, admin=200, other_admin=200),
+      body=lambda w, p: {"days_before": [60, 30, 7], "emails": ["pki@example.com"]}),
+    R("GET", "/api/orders/v1/orders/{issued_order}/renewal-notices",
+      statuses(403, unit_admin=200, other_unit_admin=404, admin=200, other_admin=404)),
+    R("PUT", "/api/orders/v1/orders/{issued_order}/renewal-notices",
+      statuses(403, unit_admin=200, other_unit_admin=404, admin=200, other_admin=404),
+      body=lambda w, p: {"days_before": [30, 7], "emails": []}),
     R("GET", "/api/orders/v1/orders/{issued_order}/certificate",
       statuses(200, finance=403, other_unit_admin=404, other_admin=404, operator=403)),
     # --- ca-signer ---------------------------------------------------------------------

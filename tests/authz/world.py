@@ -32,6 +32,7 @@ class World:
     apis: dict[str, Api] = field(default_factory=dict)
     ids: dict[str, str] = field(default_factory=dict)
     credentials: dict[str, tuple[str, str]] = field(default_factory=dict)  # email, password
+    issued_pool: list[str] = field(default_factory=list)
     fresh: dict[str, str] = field(default_factory=dict)  # the current row's fresh objects
 
     def api(self, principal: str) -> Api:
@@ -41,14 +42,28 @@ class World:
 
     def new_order(self, *, approve: bool = False) -> str:
         """A pending order of the limited user in unit 1 (optionally approved)."""
+        name = f"{_unique('www')}.{self.ids['domain']}"
         order = expect(self.api("limited").post("/api/orders/v1/orders", {
             "product": "ssl_dv", "term_years": 1, "server_type": "nginx",
-            "common_name": f"{_unique('www')}.{self.ids['domain']}", "sans": [],
-            "csr": p256_csr("www.example.com"), "unit_id": self.ids["unit"]}), 201)
+            "common_name": name, "sans": [], "csr": p256_csr(name),
+            "unit_id": self.ids["unit"]}), 201)
         if approve:
             expect(self.api("admin").post(f"/api/orders/v1/orders/{order['id']}/approve", {}),
                    200)
         return order["id"]
+
+    def new_issued_order(self) -> str:
+        """An issued order of the limited user's; made ten at a time (issuance is async)."""
+        if not self.issued_pool:
+            batch = [self.new_order(approve=True) for _ in range(10)]
+
+            def all_issued() -> bool:
+                return all(expect(self.api("admin").get(f"/api/orders/v1/orders/{o}"),
+                                  200)["status"] == "issued" for o in batch)
+
+            wait_for(all_issued, timeout=90, message="a batch of issued orders")
+            self.issued_pool.extend(batch)
+        return self.issued_pool.pop()
 
     def new_domain(self) -> str:
         return expect(self.api("admin").post("/api/orders/v1/domains", {

@@ -57,6 +57,14 @@ def expect(response: requests.Response, status: int) -> dict[str, Any]:
     return response.json() if response.content else {}
 
 
+def p256_csr_without_names() -> str:
+    """A CSR that only carries a key: the order decides the names."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([])).sign(
+        key, hashes.SHA256())
+    return csr.public_bytes(serialization.Encoding.PEM).decode()
+
+
 def p256_csr(common_name: str) -> str:
     key = ec.generate_private_key(ec.SECP256R1())
     csr = (x509.CertificateSigningRequestBuilder()

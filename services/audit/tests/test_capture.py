@@ -77,8 +77,24 @@ SAMPLES: dict[str, tuple[str, str, dict]] = {
                                                      "available_cents": 100}),
     "orders.order.assignees_changed": ("order", ORDER, {"order_id": ORDER,
                                                         "user_ids": ["user-bob"]}),
+    "orders.order.reissue_requested": ("order", ORDER, {
+        "order_id": ORDER, "issuance_id": "iss-2", "sans": ["www.example.com"],
+        "revoke_previous": True, "automatic": False}),
+    "orders.order.reissued": ("order", ORDER, {
+        "order_id": ORDER, "issuance_id": "iss-2", "serial": "0d0e0f",
+        "previous_serial": "0a1b2c", "automatic": False}),
+    "orders.order.reissue_failed": ("order", ORDER, {
+        "order_id": ORDER, "issuance_id": "iss-2", "reason": "weak key"}),
+    "orders.order.revoked": ("order", ORDER, {"order_id": ORDER, "reason": "key_compromise",
+                                              "serials": ["0a1b2c"]}),
+    "orders.order.refunded": ("order", ORDER, {"order_id": ORDER, "amount_cents": 12900,
+                                               "note": "bought twice"}),
+    "orders.order.expired": ("order", ORDER, {"order_id": ORDER, "serial": "0a1b2c"}),
     "orders.renewal.notice_sent": ("order", ORDER, {"order_id": ORDER, "days_left": 30,
                                                     "recipients": ["bob@example.com"]}),
+    "orders.renewal.settings_changed": ("order", ORDER, {
+        "scope": "order", "order_id": ORDER, "days_before": [30, 7], "emails": None,
+        "enabled": True}),
     "ca_signer.certificate.sign": ("issuance", "iss-1", {
         "order_id": ORDER, "issuance_id": "iss-1", "profile": "dv",
         "csr_pem": "-----BEGIN CERTIFICATE REQUEST-----\n...",
@@ -106,6 +122,7 @@ SAMPLES: dict[str, tuple[str, str, dict]] = {
     "ledger.funds.captured": ("order", ORDER, FUNDS),
     "ledger.funds.released": ("order", ORDER, FUNDS),
     "ledger.funds.withdrawn": ("order", ORDER, FUNDS),
+    "ledger.funds.refunded": ("order", ORDER, FUNDS),
     "ledger.balance.low": ("account", ACCOUNT, {"available_cents": 100,
                                                 "threshold_cents": 5000}),
 }

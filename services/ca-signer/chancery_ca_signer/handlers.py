@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from chancery_shared.messaging.envelope import Context, Envelope, isoformat, utcnow
@@ -179,3 +179,57 @@ def sign_certificate(envelope: Envelope, uow: UnitOfWork, keys: KeyRing,
     record.not_before, record.not_after = issued.not_before, issued.not_after
     record.lint_findings = [f.as_dict() for f in issued.lint_findings]
     _announce_issued(uow, context, record, issuer)
+
+
+# RFC 5280 CRLReason names (5.3.1) in snake_case; orders offers the subscriber's subset.
+REVOCATION_REASONS = ("unspecified", "key_compromise", "ca_compromise", "affiliation_changed",
+                      "superseded", "cessation_of_operation", "certificate_hold",
+                      "privilege_withdrawn", "aa_compromise")
+
+
+def revoke_certificate(envelope: Envelope, uow: UnitOfWork, now: datetime | None = None) -> None:
+    """Handle ``ca_signer.certificate.revoke``: record the revocation once.
+
+    A serial this CA never issued (or never finished signing) is logged and ignored;
+    a certificate already revoked keeps its first date and reason, and the answer is
+    repeated so the registration authority converges. CRLs and OCSP come later and read
+    these records.
+    """
+    data = envelope.data
+    context = Context.following(envelope, "ca-signer")
+    serial = str(data["serial"]).lower()
+    record = uow.session.execute(
+        select(IssuedCertificate).where(IssuedCertificate.serial == serial)
+        .with_for_update()).scalar_one_or_none()
+    if record is None or record.status not in ("issued", "revoked"):
+        log.warning("asked to revoke %s, which this CA has not issued (%s); ignored", serial,
+                    record.status if record else "unknown serial")
+        return
+    if envelope.account_id is not None and record.account_id not in (None, envelope.account_id):
+        log.warning("account %s asked to revoke %s of another account; ignored",
+                    envelope.account_id, serial)
+        return
+    reason = data["reason"]
+    if reason not in REVOCATION_REASONS:
+        log.warning("revocation of %s with unknown reason %r recorded as unspecified", serial,
+                    reason)
+        reason = "unspecified"
+    already = record.status == "revoked"
+    if not already:
+        record.status = "revoked"
+        record.revoked_at = (now or utcnow()).replace(microsecond=0)
+        record.revocation_reason = reason
+    assert record.revoked_at is not None and record.revocation_reason is not None
+    # SQLite forgets the zone of a stored time; every time here is UTC
+    revoked_at = isoformat(record.revoked_at if record.revoked_at.tzinfo
+                           else record.revoked_at.replace(tzinfo=UTC))
+    summary = (f"ca-signer revoked certificate {serial} ({record.revocation_reason}) for "
+               f"{', '.join(record.sans)} (order {record.order_id})")
+    if already:
+        summary = (f"certificate {serial} was already revoked on {revoked_at} "
+                   f"({record.revocation_reason})")
+    uow.event("ca_signer.certificate.revoked", context.with_account(record.account_id),
+              subject=("certificate", serial), summary=summary,
+              data={"serial": serial, "reason": record.revocation_reason,
+                    "revoked_at": revoked_at},
+              correlation_id=envelope.correlation_id or record.order_id)

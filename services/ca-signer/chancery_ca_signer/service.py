@@ -51,10 +51,14 @@ class CaSignerService(Service):
         return [views.api, views.public_ca]
 
     def message_handlers(self):
-        return {"ca_signer.commands": {"ca_signer.certificate.sign": self._sign}}
+        return {"ca_signer.commands": {"ca_signer.certificate.sign": self._sign,
+                                       "ca_signer.certificate.revoke": self._revoke}}
 
     def _sign(self, envelope: Envelope, uow: UnitOfWork) -> None:
         handlers.sign_certificate(envelope, uow, self.keys, self.settings.public_base_url)
+
+    def _revoke(self, envelope: Envelope, uow: UnitOfWork) -> None:
+        handlers.revoke_certificate(envelope, uow)
 
     def bootstrap_dev(self) -> None:
         with self.uow() as uow:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import func, select
-
 from chancery_identity.service import IdentityService
 from chancery_identity.testing import bearer, build_test_service, sign_in
 from chancery_shared.web.idempotency import HEADER
+from sqlalchemy import func, select
 
 
 @pytest.fixture

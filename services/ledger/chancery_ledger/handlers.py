@@ -27,6 +27,7 @@ from chancery_ledger.journal import lock_balance, peek_balance, verify_balances
 from chancery_ledger.model import (
     AWAITING_FUNDS,
     CAPTURE,
+    CAPTURED,
     CARD,
     CUSTOMER_AVAILABLE,
     CUSTOMER_HELD,
@@ -34,6 +35,7 @@ from chancery_ledger.model import (
     HELD,
     PAYMENT_CLEARING,
     PURCHASE_ORDER,
+    REFUND,
     RELEASE,
     RESERVATION,
     REVENUE,
@@ -416,4 +418,43 @@ def release_for_order(uow: UnitOfWork, context: Context, *, customer_account_id:
             f"{format_usd(balance.available_cents)} available")
         _reserve_waiting_orders(uow, balance, released,
                                 f" with the money released by order {_short(order_id)}")
+    return reservation
+
+
+def refund_for_order(uow: UnitOfWork, context: Context, *, customer_account_id: str,
+                     order_id: str, amount_cents: int, note: str | None) -> Reservation | None:
+    """A refunded order: what the ledger took for it returns to the available balance,
+    exactly once per order (the reservation remembers it was refunded).
+
+    A captured price moves back from revenue; a price still held (the capture has not
+    arrived yet) is let go the same way a release would, and the late capture then finds
+    nothing to take. The ledger's own amount is the truth; a different ``amount_cents``
+    in the message is logged. Does not commit.
+    """
+    balance = lock_balance(uow.session, customer_account_id)
+    reservation = _reservation_of(uow, customer_account_id, order_id)
+    if reservation is None or reservation.status not in (HELD, CAPTURED):
+        log.warning("order %s refunded with no captured or held price (%s); nothing moved",
+                    order_id, reservation.status if reservation else "no reservation")
+        return reservation
+    if amount_cents != reservation.amount_cents:
+        log.warning("orders refunded %s cents for order %s; the ledger took %s and returns "
+                    "that", amount_cents, order_id, reservation.amount_cents)
+    reason = f"order refunded: {note}"[:300] if note else "order refunded"
+    if reservation.amount_cents:
+        source = REVENUE if reservation.status == CAPTURED else CUSTOMER_HELD
+        journal.post(uow.session, balance, kind=REFUND,
+                     legs=[(source, -reservation.amount_cents),
+                           (CUSTOMER_AVAILABLE, reservation.amount_cents)],
+                     description=f"Refund for order {order_id}"
+                                 + (f" ({note})" if note else ""),
+                     created_by=_created_by(context), reservation_id=reservation.id,
+                     order_id=order_id)
+    reservation.mark_refunded(reason)
+    refunded = _funds_event(
+        uow, context, "refunded", reservation, balance,
+        f"{_actor_name(context)} refunded {format_usd(reservation.amount_cents)} for order "
+        f"{_short(order_id)}; {format_usd(balance.available_cents)} available")
+    _reserve_waiting_orders(uow, balance, refunded,
+                            f" with the money refunded for order {_short(order_id)}")
     return reservation

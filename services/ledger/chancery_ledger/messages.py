@@ -38,6 +38,14 @@ def on_certificate_issued(envelope: Envelope, uow: UnitOfWork) -> None:
                                order_id=envelope.data["order_id"])
 
 
+def on_order_refunded(envelope: Envelope, uow: UnitOfWork) -> None:
+    handlers.refund_for_order(uow, Context.following(envelope, SERVICE),
+                              customer_account_id=_account(envelope),
+                              order_id=envelope.data["order_id"],
+                              amount_cents=envelope.data["amount_cents"],
+                              note=envelope.data.get("note"))
+
+
 _ENDINGS = {
     "orders.order.rejected": "order rejected",
     "orders.order.cancelled": "order cancelled",
@@ -59,5 +67,6 @@ def on_order_ended(envelope: Envelope, uow: UnitOfWork) -> None:
 HANDLERS = {
     "orders.order.approved": on_order_approved,
     "ca_signer.certificate.issued": on_certificate_issued,
+    "orders.order.refunded": on_order_refunded,
     **{type_: on_order_ended for type_ in _ENDINGS},
 }

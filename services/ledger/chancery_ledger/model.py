@@ -55,7 +55,8 @@ DEPOSIT = "deposit"
 RESERVATION = "reservation"
 CAPTURE = "capture"
 RELEASE = "release"
-TRANSFER_KINDS = (DEPOSIT, RESERVATION, CAPTURE, RELEASE)
+REFUND = "refund"  # a refunded order's price back to the available balance
+TRANSFER_KINDS = (DEPOSIT, RESERVATION, CAPTURE, RELEASE, REFUND)
 
 CARD = "card"
 PURCHASE_ORDER = "purchase_order"
@@ -245,7 +246,8 @@ HELD = "held"                      # the price is moved from available to held
 CAPTURED = "captured"              # the certificate was issued: held -> revenue
 RELEASED = "released"              # the order ended without a certificate: held -> available
 WITHDRAWN = "withdrawn"            # the order ended before anything was ever held
-RESERVATION_STATUSES = (AWAITING_FUNDS, HELD, CAPTURED, RELEASED, WITHDRAWN)
+REFUNDED = "refunded"              # the order was refunded: its price is available again
+RESERVATION_STATUSES = (AWAITING_FUNDS, HELD, CAPTURED, RELEASED, WITHDRAWN, REFUNDED)
 
 
 class Reservation(Base):
@@ -293,6 +295,10 @@ class Reservation(Base):
 
     def mark_withdrawn(self, reason: str | None) -> None:
         self._move((AWAITING_FUNDS,), WITHDRAWN)
+        self.closed_at, self.close_reason = utcnow(), reason
+
+    def mark_refunded(self, reason: str | None) -> None:
+        self._move((HELD, CAPTURED), REFUNDED)
         self.closed_at, self.close_reason = utcnow(), reason
 
 

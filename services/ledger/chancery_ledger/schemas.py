@@ -150,7 +150,8 @@ class TransactionArgs(PageArgs):
 
 class TransactionSchema(Schema):
     id = fields.String()
-    type = fields.String(metadata={"enum": ["deposit", "reservation", "capture", "release"]})
+    type = fields.String(metadata={"enum": ["deposit", "reservation", "capture", "release",
+                                            "refund"]})
     amount_cents = fields.Integer()
     available_change_cents = fields.Integer()
     reserved_change_cents = fields.Integer()

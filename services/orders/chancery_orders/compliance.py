@@ -25,3 +25,40 @@ def validation_reuse_period(validated_at: datetime) -> timedelta:
 
 def validation_valid_until(validated_at: datetime) -> datetime:
     return validated_at + validation_reuse_period(validated_at)
+
+
+# BR 6.3.2: the longest validity of a subscriber certificate, by its issuance date
+# (a copy of ca-signer's pki/validity.py schedule; the signer remains the authority and
+# caps every certificate itself). Chancery issues one day less than the BR maximum.
+_CERTIFICATE_VALIDITY = (
+    (datetime(1970, 1, 1, tzinfo=UTC), 398),
+    (datetime(2026, 3, 15, tzinfo=UTC), 200),
+    (datetime(2027, 3, 15, tzinfo=UTC), 100),
+    (datetime(2029, 3, 15, tzinfo=UTC), 47),
+)
+
+
+def certificate_max_validity(issued_at: datetime) -> timedelta:
+    """The longest validity ca-signer gives a certificate signed at ``issued_at``."""
+    days = _CERTIFICATE_VALIDITY[0][1]
+    for starts, br_days in _CERTIFICATE_VALIDITY:
+        if issued_at >= starts:
+            days = br_days
+    return timedelta(days=days - 1)
+
+
+def add_years(moment: datetime, years: int) -> datetime:
+    """``moment`` plus whole calendar years (29 February becomes 28 February)."""
+    try:
+        return moment.replace(year=moment.year + years)
+    except ValueError:
+        return moment.replace(year=moment.year + years, day=28)
+
+
+def not_after_for(term_ends_at: datetime | None, issued_at: datetime) -> datetime | None:
+    """The notAfter orders asks ca-signer for: the end of the term when a certificate
+    signed at ``issued_at`` can reach it (it must not outlast the term), else ``None``
+    (the longest validity allowed; the plan reissues before it expires)."""
+    if term_ends_at is None or term_ends_at > issued_at + certificate_max_validity(issued_at):
+        return None
+    return term_ends_at

@@ -4,7 +4,9 @@ The registration authority refuses a bad CSR at once, while the requester is sti
 the form, rather than after approval and payment: it must parse, its self-signature
 must verify (the requester holds the private key), and the key must be one the
 Baseline Requirements allow (RSA >= 2048 bits and a multiple of 8, or ECDSA on P-256,
-P-384 or P-521). ca-signer checks again, and more deeply, before it signs.
+P-384 or P-521). The names it carries (subject CN, subjectAltName) are returned so the
+order can require them to be among the requested names. ca-signer checks again, and
+more deeply, before it signs.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
 
 MAX_CSR_BYTES = 64 * 1024
 MIN_RSA_BITS = 2048
@@ -28,6 +31,7 @@ class CsrRejected(ValueError):
 class CheckedCsr:
     pem: str
     key_description: str  # "RSA 2048", "ECDSA P-256"
+    names: tuple[str, ...] = ()  # as written in the CSR: CN values, then dNSName and IP SANs
 
 
 def check_csr(pem: str) -> CheckedCsr:
@@ -53,7 +57,26 @@ def check_csr(pem: str) -> CheckedCsr:
         raise CsrRejected("is signed with an unsupported algorithm") from exc
     if not signature_ok:
         raise CsrRejected("has a signature that does not verify; it was altered or damaged")
-    return CheckedCsr(pem=data.decode("ascii", "replace") + "\n", key_description=description)
+    return CheckedCsr(pem=data.decode("ascii", "replace") + "\n", key_description=description,
+                      names=_names_in(csr))
+
+
+def _names_in(csr: x509.CertificateSigningRequest) -> tuple[str, ...]:
+    names: dict[str, None] = {}
+    for attribute in csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME):
+        value = attribute.value
+        names.setdefault(value if isinstance(value, str) else value.decode("latin-1"), None)
+    try:
+        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return tuple(names)
+    except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as exc:
+        raise CsrRejected("has a subjectAltName extension that cannot be read") from exc
+    for name in san.get_values_for_type(x509.DNSName):
+        names.setdefault(name, None)
+    for address in san.get_values_for_type(x509.IPAddress):
+        names.setdefault(str(address), None)
+    return tuple(names)
 
 
 def _check_key(public_key: object) -> str:

@@ -31,14 +31,19 @@ from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.exc import IntegrityError
 
-from chancery_orders import access
+from chancery_orders import access, downloads
 from chancery_orders import names as hostnames
-from chancery_orders.csrs import CsrRejected, check_csr
+from chancery_orders.compliance import add_years, not_after_for
+from chancery_orders.csrs import CheckedCsr, CsrRejected, check_csr
 from chancery_orders.model import (
     APPROVED,
     AWAITING_FUNDS,
+    CERT_ISSUED,
+    INITIAL,
+    ISSUED,
     ISSUING,
     PENDING_APPROVAL,
+    PLAN_RENEWAL,
     Certificate,
     Domain,
     Issuance,
@@ -46,6 +51,7 @@ from chancery_orders.model import (
     Product,
     Unit,
     User,
+    csr_fingerprint,
     new_id,
     uncovered_names,
 )
@@ -305,11 +311,40 @@ def _check_unit(uow: UnitOfWork, principal: Principal, unit_id: str | None,
     return unit_id
 
 
-def submit_order(uow: UnitOfWork, principal: Principal, context: Context,
-                 new: NewOrder) -> Order:
-    """Place an order; it is approved at once when the requester may approve it and every
-    name is covered by a validated domain of the account."""
-    assert principal.account_id is not None
+def _check_csr_names(csr: CheckedCsr, names: list[str], problems: _Problems) -> None:
+    """The names a CSR carries (CN, SANs) must all be among the order's names: a CSR made
+    for other names is a mistake the requester should see before approval."""
+    foreign = []
+    for raw in csr.names:
+        try:
+            name = hostnames.normalise(raw, allow_wildcard=True)
+        except hostnames.NameRejected:
+            name = None
+        if name not in names:
+            foreign.append(raw)
+    if foreign:
+        problems.add("csr", f"names {', '.join(foreign)}, which "
+                            f"{'is' if len(foreign) == 1 else 'are'} not among the requested "
+                            f"names ({', '.join(names)}); make a CSR for these names or "
+                            "request the names it carries")
+
+
+@dataclass(frozen=True)
+class _CheckedRequest:
+    product: Product
+    names: list[str]
+    csr: CheckedCsr
+    unit_id: str | None
+
+
+def _check_request(uow: UnitOfWork, principal: Principal, new: NewOrder, *,
+                   unit: str = "requester") -> _CheckedRequest:
+    """Every rule a request must satisfy, all problems at once (422 naming each field).
+
+    ``unit``: ``"requester"`` checks the unit against the caller (a new order; an edit
+    that moves the order), ``"kept"`` only that it is still a unit of the account (an
+    edit that keeps it, a renewal that inherits it).
+    """
     problems = _Problems()
     product = uow.session.get(Product, new.product)
     if product is None or not product.active:
@@ -325,9 +360,32 @@ def submit_order(uow: UnitOfWork, principal: Principal, context: Context,
         checked_csr = check_csr(new.csr)
     except CsrRejected as exc:
         problems.add("csr", str(exc))
-    unit_id = _check_unit(uow, principal, new.unit_id, problems)
+    if checked_csr is not None and not {"common_name", "sans"} & set(problems.errors):
+        _check_csr_names(checked_csr, names, problems)
+    if unit == "requester":
+        unit_id = _check_unit(uow, principal, new.unit_id, problems)
+    else:
+        unit_id = new.unit_id
+        found = uow.session.get(Unit, unit_id) if unit_id is not None else None
+        if unit_id is not None and (found is None or found.account_id != principal.account_id):
+            problems.add("unit_id", "is not a business unit of this account")
     problems.raise_if_any()
     assert product is not None and checked_csr is not None
+    return _CheckedRequest(product=product, names=names, csr=checked_csr, unit_id=unit_id)
+
+
+def submit_order(uow: UnitOfWork, principal: Principal, context: Context,
+                 new: NewOrder, *, renewal_of: Order | None = None) -> Order:
+    """Place an order; it is approved at once when the requester may approve it and every
+    name is covered by a validated domain of the account.
+
+    ``renewal_of``: the order this one renews (pre-filled from it; its unit is inherited).
+    """
+    assert principal.account_id is not None
+    checked = _check_request(uow, principal, new,
+                             unit="kept" if renewal_of is not None else "requester")
+    product, names, checked_csr, unit_id = (checked.product, checked.names, checked.csr,
+                                            checked.unit_id)
 
     now = utcnow()
     order = Order(id=new_id(), account_id=principal.account_id, product_code=product.code,
@@ -337,21 +395,28 @@ def submit_order(uow: UnitOfWork, principal: Principal, context: Context,
                   requester_id=principal.user_id, requester_name=principal.name,
                   notes=new.notes or None, price_cents=product.price_cents(new.term_years,
                                                                            len(names)),
+                  renewal_of=renewal_of.id if renewal_of is not None else None,
                   created_at=now, updated_at=now)
     order.product = product
     order.submitted(context.actor)
+    if renewal_of is not None:
+        order.history[-1].details = {**order.history[-1].details, "renewal_of": renewal_of.id}
     uow.session.add(order)
     uow.session.flush()
     years = "year" if new.term_years == 1 else "years"
+    renewing = f" renewing {renewal_of.describe()}" if renewal_of is not None else ""
     _order_event(uow, "orders.order.submitted", context, order,
-                 f"{_person(context)} requested {order.describe()} ({product.name}, "
+                 f"{_person(context)} requested {order.describe()}{renewing} ({product.name}, "
                  f"{new.term_years} {years}, {len(names)} {'name' if len(names) == 1 else 'names'}"
                  f", {_money(order.price_cents)})",
                  {"order_id": order.id, "status": PENDING_APPROVAL, "product": product.code,
                   "term_years": order.term_years, "server_type": order.server_type,
                   "common_name": order.common_name, "sans": order.sans,
                   "unit_id": order.unit_id, "requester_id": order.requester_id,
-                  "price_cents": order.price_cents})
+                  "price_cents": order.price_cents,
+                  **({"renewal_of": renewal_of.id} if renewal_of is not None else {})})
+    if renewal_of is not None:
+        renewal_of.record(context.actor, "renewal_requested", {"renewal_order_id": order.id})
     if access.may_self_approve(principal, unit_id):
         uncovered = _uncovered(uow, order)
         if uncovered:
@@ -367,15 +432,64 @@ def submit_order(uow: UnitOfWork, principal: Principal, context: Context,
     return order
 
 
+# --- editing before approval -----------------------------------------------------------
+
+EDITABLE = ("product", "term_years", "server_type", "common_name", "sans", "csr", "unit_id",
+            "notes")
+
+
+def edit_order(uow: UnitOfWork, principal: Principal, context: Context, order_id: str,
+               edits: dict[str, Any]) -> Order:
+    """An approver changes any detail of a pending order. The result is checked exactly
+    like a new request, the price follows, and the diff ``{field: [old, new]}`` is kept in
+    the order's history (the CSR by fingerprint and key, never the PEM)."""
+    order = _approvable(uow, principal, order_id, "edit")
+    unknown = set(edits) - set(EDITABLE)
+    assert not unknown, unknown  # the schema lets nothing else through
+    new = NewOrder(
+        product=edits.get("product", order.product_code),
+        term_years=edits.get("term_years", order.term_years),
+        server_type=edits.get("server_type", order.server_type),
+        common_name=edits.get("common_name", order.common_name),
+        sans=tuple(edits["sans"]) if "sans" in edits else tuple(order.sans),
+        csr=edits.get("csr", order.csr_pem),
+        unit_id=edits.get("unit_id", order.unit_id),
+        notes=edits["notes"] if "notes" in edits else order.notes)
+    moves_unit = "unit_id" in edits and edits["unit_id"] != order.unit_id
+    checked = _check_request(uow, principal, new, unit="requester" if moves_unit else "kept")
+    after = {"product": checked.product.code, "term_years": new.term_years,
+             "server_type": new.server_type, "common_name": checked.names[0],
+             "sans": checked.names, "csr": csr_fingerprint(checked.csr.pem),
+             "key_type": checked.csr.key_description, "unit_id": checked.unit_id,
+             "notes": new.notes or None,
+             "price_cents": checked.product.price_cents(new.term_years, len(checked.names))}
+    before = {"product": order.product_code, "term_years": order.term_years,
+              "server_type": order.server_type, "common_name": order.common_name,
+              "sans": list(order.sans), "csr": csr_fingerprint(order.csr_pem),
+              "key_type": order.key_description, "unit_id": order.unit_id,
+              "notes": order.notes, "price_cents": order.price_cents}
+    changes = {field: [before[field], after[field]] for field in after
+               if before[field] != after[field]}
+    if not changes:
+        return order
+    order.product_code, order.product = checked.product.code, checked.product
+    order.term_years, order.server_type = new.term_years, new.server_type
+    order.common_name, order.sans = checked.names[0], checked.names
+    order.csr_pem, order.key_description = checked.csr.pem, checked.csr.key_description
+    order.unit_id, order.notes = checked.unit_id, new.notes or None
+    order.price_cents = after["price_cents"]
+    order.edit(context.actor, changes)
+    fields = ", ".join(f for f in changes if f != "key_type")
+    _order_event(uow, "orders.order.edited", context, order,
+                 f"{_person(context)} edited {order.describe()} before approval ({fields})",
+                 {"order_id": order.id, "changes": changes})
+    uow.session.flush()
+    uow.session.refresh(order)
+    uow.commit()
+    return order
+
+
 # --- reading orders --------------------------------------------------------------------
-
-
-def list_orders(uow: UnitOfWork, principal: Principal, *, status: str | None, limit: int,
-                cursor: str | None) -> tuple[list[Order], str | None]:
-    query = select(Order).where(access.visible_orders(principal))
-    if status:
-        query = query.where(Order.status == status)
-    return _page(uow, query, Order, limit, cursor)
 
 
 def _visible_order(uow: UnitOfWork, principal: Principal, order_id: str,
@@ -400,8 +514,9 @@ def _approvable(uow: UnitOfWork, principal: Principal, order_id: str, action: st
         raise Forbidden(f"only an administrator of the account or of the order's business "
                         f"unit may {action} this order", missing_permission="approve_orders")
     if order.status != PENDING_APPROVAL:
+        done = "edited" if action == "edit" else f"{action}d"
         raise Conflict(f"order {order.short_id} is {order.status}; only orders pending "
-                       f"approval can be {action}d", code="invalid_order_state",
+                       f"approval can be {done}", code="invalid_order_state",
                        order_status=order.status)
     return order
 
@@ -471,11 +586,13 @@ class Download:
 
 
 def certificate_download(uow: UnitOfWork, principal: Principal, order_id: str,
-                         fmt: str) -> Download:
-    """The order's certificate as PEM, PEM with its chain, DER or PKCS#7."""
-    if fmt not in CERTIFICATE_FORMATS:
+                         fmt: str | None) -> Download:
+    """The order's certificate as PEM, PEM with its chain, DER or PKCS#7 (by default the
+    format its server type installs: :func:`downloads.default_format`)."""
+    if fmt is not None and fmt not in CERTIFICATE_FORMATS:
         raise InvalidField("format", f"must be one of {', '.join(CERTIFICATE_FORMATS)}")
     order = _visible_order(uow, principal, order_id)
+    fmt = fmt or downloads.default_format(order.server_type)
     if not access.can_download(principal, order):
         raise Forbidden("finance users download only the certificates they requested",
                         missing_permission="download_certificates")
@@ -533,17 +650,30 @@ def funds_reserved(uow: UnitOfWork, envelope: Envelope) -> None:
         log.warning("ledger reserved %s cents for order %s, which costs %s cents",
                     envelope.data["amount_cents"], order.id, order.price_cents)
     context = Context.following(envelope, "orders")
+    now = utcnow()
+    # One certificate for the whole term when the rules allow it (never longer than the
+    # term); otherwise the longest allowed, and the term is a plan reissued within it.
+    not_after = not_after_for(add_years(now, order.term_years), now)
     issuance = Issuance(id=new_id(), order_id=order.id, attempt=len(order.issuances) + 1,
-                        status="requested", requested_at=utcnow())
+                        status="requested", requested_at=now, kind=INITIAL,
+                        not_after=not_after)
     order.start_issuing(_cause(envelope), issuance)
     uow.session.flush()  # the (order, attempt) constraint speaks here, before any command
-    _order_event(uow, "ca_signer.certificate.sign", context, order,
-                 f"orders asked ca-signer to sign the certificate of {order.describe()} "
-                 f"({_money(envelope.data['amount_cents'])} reserved)",
-                 {"order_id": order.id, "issuance_id": issuance.id, "csr_pem": order.csr_pem,
+    send_sign_command(uow, context, order, issuance,
+                      f"orders asked ca-signer to sign the certificate of {order.describe()} "
+                      f"({_money(envelope.data['amount_cents'])} reserved)")
+
+
+def send_sign_command(uow: UnitOfWork, context: Context, order: Order, issuance: Issuance,
+                      summary: str) -> None:
+    """The ``ca_signer.certificate.sign`` command for one issuance of ``order``."""
+    names = list(issuance.sans) if issuance.sans else order.names
+    _order_event(uow, "ca_signer.certificate.sign", context, order, summary,
+                 {"order_id": order.id, "issuance_id": issuance.id,
+                  "csr_pem": issuance.csr_pem or order.csr_pem,
                   "profile": order.product.validation_level,
-                  "subject": {"common_name": order.common_name}, "sans": order.names,
-                  "not_after": None})
+                  "subject": {"common_name": names[0]}, "sans": names,
+                  "not_after": isoformat(issuance.not_after) if issuance.not_after else None})
 
 
 def funds_declined(uow: UnitOfWork, envelope: Envelope) -> None:
@@ -572,15 +702,30 @@ def _issuance_of(order: Order, envelope: Envelope) -> Issuance | None:
         log.warning("%s %s names issuance %s, unknown for order %s; ignored", envelope.type,
                     envelope.event_id, issuance_id, order.id)
         return None
-    if issuance.status != "requested" or order.status != ISSUING:
+    # The first certificate moves the order out of issuing; a reissue leaves it issued
+    # (or finds it revoked meanwhile), so only the issuance's own status tells.
+    settled = issuance.status != "requested" or (issuance.kind == INITIAL
+                                                 and order.status != ISSUING)
+    if settled:
         log.info("%s for issuance %s (%s) of order %s (%s); already settled, ignored",
                  envelope.type, issuance.id, issuance.status, order.id, order.status)
         return None
     return issuance
 
 
+def send_revoke_command(uow: UnitOfWork, context: Context, order: Order,
+                        certificate: Certificate, reason: str, why: str) -> None:
+    """Ask ca-signer to revoke one certificate of ``order`` (it answers with revoked)."""
+    uow.event("ca_signer.certificate.revoke", context.with_account(order.account_id),
+              subject=("certificate", certificate.serial),
+              summary=f"orders asked ca-signer to revoke certificate {certificate.serial} of "
+                      f"{order.describe()} ({reason}): {why}",
+              data={"serial": certificate.serial, "reason": reason}, correlation_id=order.id)
+
+
 def certificate_issued(uow: UnitOfWork, envelope: Envelope) -> None:
-    """ca-signer signed: keep a copy for downloads and mark the order issued."""
+    """ca-signer signed: keep a copy for downloads and mark the order issued (or, for a
+    reissue, make it the order's current certificate)."""
     data = envelope.data
     order = _order_of_message(uow, envelope, data["order_id"])
     issuance = _issuance_of(order, envelope) if order is not None else None
@@ -592,8 +737,11 @@ def certificate_issued(uow: UnitOfWork, envelope: Envelope) -> None:
         issuer_id=data["issuer_id"], not_before=datetime.fromisoformat(data["not_before"]),
         not_after=datetime.fromisoformat(data["not_after"]),
         certificate_pem=data["certificate_pem"], chain_pem=data["chain_pem"],
-        status="issued", created_at=now)
+        status=CERT_ISSUED, created_at=now)
     issuance.status, issuance.finished_at = "issued", now
+    if issuance.kind != INITIAL:
+        _reissue_issued(uow, envelope, order, issuance, certificate)
+        return
     order.mark_issued(_cause(envelope), certificate)
     _order_event(uow, "orders.order.issued", Context.following(envelope, "orders"), order,
                  f"{order.describe(capital=True)} was issued (serial {certificate.serial}, "
@@ -601,16 +749,66 @@ def certificate_issued(uow: UnitOfWork, envelope: Envelope) -> None:
                  {"order_id": order.id, "serial": certificate.serial})
 
 
+def _reissue_issued(uow: UnitOfWork, envelope: Envelope, order: Order, issuance: Issuance,
+                    certificate: Certificate) -> None:
+    context = Context.following(envelope, "orders")
+    now = certificate.created_at
+    automatic = issuance.kind == PLAN_RENEWAL
+    if order.status != ISSUED:
+        # Revoked while ca-signer was signing: the new certificate must not live on.
+        reason = order.revocation_reason or "cessation_of_operation"
+        order.certificates.insert(0, certificate)
+        certificate.request_revocation(reason, now)
+        order.record(_cause(envelope), "reissued_after_revocation",
+                     {"issuance_id": issuance.id, "serial": certificate.serial,
+                      "reason": reason})
+        send_revoke_command(uow, context, order, certificate, reason,
+                            f"it was reissued after the order was {order.status}")
+        return
+    previous = order.certificate
+    order.accept_reissue(_cause(envelope), issuance, certificate)
+    supersede = (issuance.revoke_previous and previous is not None
+                 and previous.status == CERT_ISSUED)
+    what = "automatically reissued" if automatic else "reissued"
+    _order_event(uow, "orders.order.reissued", context, order,
+                 f"{order.describe(capital=True)} was {what} (serial {certificate.serial}, "
+                 f"valid until {certificate.not_after.date().isoformat()}"
+                 + (f"; {previous.serial} will be revoked as superseded)" if supersede
+                    else ")"),
+                 {"order_id": order.id, "issuance_id": issuance.id,
+                  "serial": certificate.serial,
+                  "previous_serial": previous.serial if previous else None,
+                  "automatic": automatic})
+    if supersede:
+        assert previous is not None
+        previous.request_revocation("superseded", now)
+        send_revoke_command(uow, context, order, previous, "superseded",
+                            f"reissued as {certificate.serial}")
+
+
 def certificate_rejected(uow: UnitOfWork, envelope: Envelope) -> None:
-    """ca-signer refused to sign: the order fails and shows why."""
+    """ca-signer refused to sign: the order fails and shows why (a refused reissue leaves
+    the current certificate in place and records why)."""
     data = envelope.data
     order = _order_of_message(uow, envelope, data["order_id"])
     issuance = _issuance_of(order, envelope) if order is not None else None
     if order is None or issuance is None:
         return
     issuance.status, issuance.finished_at = "rejected", utcnow()
-    order.mark_failed(_cause(envelope), data["reason"], data.get("lint_findings") or [])
-    _order_event(uow, "orders.order.failed", Context.following(envelope, "orders"), order,
+    findings = data.get("lint_findings") or []
+    context = Context.following(envelope, "orders")
+    if issuance.kind != INITIAL:
+        order.reissue_failed(_cause(envelope), issuance, data["reason"], findings)
+        current = order.certificate
+        _order_event(uow, "orders.order.reissue_failed", context, order,
+                     f"ca-signer refused to reissue {order.describe()} ({data['reason']}); "
+                     + (f"certificate {current.serial} stays current" if current
+                        else "nothing changed"),
+                     {"order_id": order.id, "issuance_id": issuance.id,
+                      "reason": data["reason"]})
+        return
+    order.mark_failed(_cause(envelope), data["reason"], findings)
+    _order_event(uow, "orders.order.failed", context, order,
                  f"{order.describe(capital=True)} failed: ca-signer refused to sign it "
                  f"({data['reason']})",
                  {"order_id": order.id, "reason": data["reason"]})

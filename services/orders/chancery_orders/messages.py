@@ -7,7 +7,7 @@ from __future__ import annotations
 from chancery_shared.messaging.envelope import Envelope
 from chancery_shared.messaging.unit_of_work import UnitOfWork
 
-from chancery_orders import handlers
+from chancery_orders import handlers, lifecycle
 
 
 def on_funds_reserved(envelope: Envelope, uow: UnitOfWork) -> None:
@@ -26,6 +26,10 @@ def on_certificate_rejected(envelope: Envelope, uow: UnitOfWork) -> None:
     handlers.certificate_rejected(uow, envelope)
 
 
+def on_certificate_revoked(envelope: Envelope, uow: UnitOfWork) -> None:
+    lifecycle.certificate_revoked(uow, envelope)
+
+
 def on_unit_changed(envelope: Envelope, uow: UnitOfWork) -> None:
     handlers.unit_changed(uow, envelope)
 
@@ -39,6 +43,7 @@ HANDLERS = {
     "ledger.funds.declined": on_funds_declined,
     "ca_signer.certificate.issued": on_certificate_issued,
     "ca_signer.certificate.rejected": on_certificate_rejected,
+    "ca_signer.certificate.revoked": on_certificate_revoked,
     "identity.unit.created": on_unit_changed,
     "identity.unit.updated": on_unit_changed,
     "identity.user.created": on_user_changed,

@@ -8,9 +8,10 @@ order's history. Which names a validated domain covers is decided in one place,
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from chancery_shared.db import UtcDateTime, service_metadata
@@ -30,7 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from chancery_orders import names as hostnames
-from chancery_orders.compliance import validation_valid_until
+from chancery_orders.compliance import add_years, validation_valid_until
 
 metadata = service_metadata()
 messaging = MessagingTables(metadata)
@@ -199,15 +200,30 @@ ISSUED = "issued"
 REJECTED = "rejected"
 CANCELLED = "cancelled"
 FAILED = "failed"
+REVOKED = "revoked"
+EXPIRED = "expired"
 ORDER_STATUSES = (PENDING_APPROVAL, APPROVED, AWAITING_FUNDS, ISSUING, ISSUED, REJECTED,
-                  CANCELLED, FAILED, "revoked", "expired")
+                  CANCELLED, FAILED, REVOKED, EXPIRED)
 TRANSITIONS: dict[str, frozenset[str]] = {
     PENDING_APPROVAL: frozenset({APPROVED, REJECTED, CANCELLED}),
     APPROVED: frozenset({AWAITING_FUNDS, ISSUING, CANCELLED}),
     AWAITING_FUNDS: frozenset({ISSUING, CANCELLED}),
     ISSUING: frozenset({ISSUED, FAILED}),
+    ISSUED: frozenset({REVOKED, EXPIRED}),
 }
 CANCELLABLE = (PENDING_APPROVAL, APPROVED, AWAITING_FUNDS)
+RENEWABLE = (ISSUED, EXPIRED)
+# RFC 5280 CRLReason names a subscriber may give (5.3.1), in the API's snake_case.
+REVOCATION_REASONS = ("unspecified", "key_compromise", "affiliation_changed", "superseded",
+                      "cessation_of_operation", "privilege_withdrawn")
+REFUND_WINDOW = timedelta(days=30)
+# A plan is reissued only while more than this is left of it after the current certificate.
+PLAN_REMAINDER_WORTH_A_CERTIFICATE = timedelta(days=1)
+# issuance kinds: the order's first certificate, a reissue someone asked for, and the
+# automatic reissue of a multi-year plan
+INITIAL, REISSUE, PLAN_RENEWAL = "initial", "reissue", "plan_renewal"
+# certificate statuses (orders' copy)
+CERT_ISSUED, CERT_REVOKING, CERT_REVOKED = "issued", "revocation_requested", "revoked"
 SERVER_TYPES = ("apache", "nginx", "iis", "tomcat", "f5", "haproxy", "aws", "azure", "other")
 
 
@@ -234,6 +250,13 @@ class Order(Base):
     failure_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # the end of the term paid for: first issuance + term_years (set at first issuance);
+    # certificates are reissued within it (a plan) and never outlast it
+    plan_ends_at: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
+    renewal_of: Mapped[str | None] = mapped_column(ForeignKey("orders.id"), index=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    revocation_reason: Mapped[str | None] = mapped_column(String(40))
+    refunded_cents: Mapped[int | None] = mapped_column(Integer)
 
     # selectin, not joined: a row lock (FOR UPDATE) must take the order alone, never an
     # outer join (PostgreSQL refuses) nor the product row (it would serialise approvals).
@@ -247,6 +270,9 @@ class Order(Base):
         back_populates="order", order_by="Certificate.created_at.desc()", lazy="selectin")
     issuances: Mapped[list[Issuance]] = relationship(
         back_populates="order", order_by="Issuance.attempt", lazy="selectin")
+    assignments: Mapped[list[OrderAssignee]] = relationship(
+        back_populates="order", order_by="OrderAssignee.assigned_at", lazy="selectin",
+        cascade="all, delete-orphan")
 
     # --- what the API shows ---------------------------------------------------------
 
@@ -262,7 +288,55 @@ class Order(Base):
 
     @property
     def certificate(self) -> Certificate | None:
+        """The current certificate: the newest one (a reissue replaces it on arrival)."""
         return self.certificates[0] if self.certificates else None
+
+    @property
+    def first_certificate(self) -> Certificate | None:
+        return self.certificates[-1] if self.certificates else None
+
+    @property
+    def issued_at(self) -> datetime | None:
+        """When the order's first certificate was issued (the refund window counts from it)."""
+        first = self.first_certificate
+        return first.not_before if first else None
+
+    @property
+    def is_plan(self) -> bool:
+        """A term longer than one certificate may last: reissued within it, automatically."""
+        first = self.first_certificate
+        return (self.plan_ends_at is not None and first is not None
+                and first.not_after + PLAN_REMAINDER_WORTH_A_CERTIFICATE < self.plan_ends_at)
+
+    @property
+    def plan(self) -> dict[str, Any] | None:
+        if not self.is_plan:
+            return None
+        return {"ends_at": self.plan_ends_at, "certificates": len(
+            [i for i in self.issuances if i.status == "issued"])}
+
+    @property
+    def pending_reissue(self) -> Issuance | None:
+        """A reissue (asked for, or a plan's) sent to ca-signer and not answered yet."""
+        return next((i for i in self.issuances
+                     if i.kind != INITIAL and i.status == "requested"), None)
+
+    @property
+    def reissue_pending(self) -> bool:
+        return self.pending_reissue is not None
+
+    @property
+    def assignee_ids(self) -> list[str]:
+        return [a.user_id for a in self.assignments]
+
+    @property
+    def assignees(self) -> list[dict[str, str | None]]:
+        return [{"id": a.user_id, "name": a.user.name if a.user else None}
+                for a in self.assignments]
+
+    @property
+    def unrevoked_certificates(self) -> list[Certificate]:
+        return [c for c in self.certificates if c.status == CERT_ISSUED]
 
     @property
     def names(self) -> list[str]:
@@ -330,9 +404,77 @@ class Order(Base):
         self.issuances.append(issuance)
 
     def mark_issued(self, actor: Actor, certificate: Certificate) -> None:
+        # The term starts with the first certificate; every later one stays within it.
+        self.plan_ends_at = add_years(certificate.not_before, self.term_years)
         self._move(ISSUED, actor, "issued", {"serial": certificate.serial,
-                                             "not_after": isoformat(certificate.not_after)})
+                                             "not_after": isoformat(certificate.not_after),
+                                             "term_ends_at": isoformat(self.plan_ends_at)})
         self.certificates.insert(0, certificate)
+
+    def edit(self, actor: Actor, changes: dict[str, list[Any]]) -> None:
+        """An approver changed details before approval; the diff stays in the history."""
+        if self.status != PENDING_APPROVAL:
+            raise Conflict(f"order {self.short_id} is {self.status}; only orders pending "
+                           "approval can be edited", code="invalid_order_state",
+                           order_status=self.status)
+        self.updated_at = utcnow()
+        self.record(actor, "edited", {"changes": changes}, at=self.updated_at)
+
+    def request_reissue(self, actor: Actor, issuance: Issuance, details: dict[str, Any]) -> None:
+        """A new certificate was asked for; the order stays issued until it arrives."""
+        if self.status != ISSUED:
+            raise Conflict(f"order {self.short_id} is {self.status}; only issued orders can "
+                           "be reissued", code="invalid_order_state", order_status=self.status)
+        if self.reissue_pending:
+            raise Conflict(f"order {self.short_id} already has a reissue in progress",
+                           code="reissue_pending", order_status=self.status)
+        self.issuances.append(issuance)
+        self.updated_at = utcnow()
+        self.record(actor, "reissue_requested" if issuance.kind == REISSUE
+                    else "plan_reissue_requested",
+                    {"issuance_id": issuance.id, **details}, at=self.updated_at)
+
+    def accept_reissue(self, actor: Actor, issuance: Issuance, certificate: Certificate) -> None:
+        """The reissued certificate arrived: it is the order's certificate from now on."""
+        previous = self.certificate
+        self.certificates.insert(0, certificate)
+        if issuance.csr_pem:
+            self.csr_pem = issuance.csr_pem
+            self.key_description = issuance.key_description or self.key_description
+        if issuance.sans:
+            self.sans = list(issuance.sans)
+            self.common_name = issuance.sans[0]
+        self.updated_at = utcnow()
+        self.record(actor, "reissued", {
+            "issuance_id": issuance.id, "serial": certificate.serial,
+            "previous_serial": previous.serial if previous else None,
+            "not_after": isoformat(certificate.not_after), "automatic": issuance.kind ==
+            PLAN_RENEWAL}, at=self.updated_at)
+
+    def reissue_failed(self, actor: Actor, issuance: Issuance, reason: str,
+                       findings: list[dict[str, Any]]) -> None:
+        """ca-signer refused the reissue: the current certificate stays; the reason is kept."""
+        issuance.failure_reason = reason
+        self.updated_at = utcnow()
+        self.record(actor, "reissue_failed", {"issuance_id": issuance.id, "reason": reason,
+                                              "lint_findings": findings}, at=self.updated_at)
+
+    def revoke(self, actor: Actor, reason: str, at: datetime,
+               details: dict[str, Any] | None = None) -> list[Certificate]:
+        """The order ends revoked; returns the certificates to revoke at ca-signer."""
+        certificates = self.unrevoked_certificates
+        self._move(REVOKED, actor, "revoked", {
+            "reason": reason, "serials": [c.serial for c in certificates], **(details or {})})
+        self.revoked_at, self.revocation_reason = at, reason
+        for certificate in certificates:
+            certificate.request_revocation(reason, at)
+        return certificates
+
+    def expire(self, actor: Actor) -> None:
+        current = self.certificate
+        self._move(EXPIRED, actor, "expired",
+                   {"serial": current.serial if current else None,
+                    "not_after": isoformat(current.not_after) if current else None})
 
     def mark_failed(self, actor: Actor, reason: str, findings: list[dict[str, Any]]) -> None:
         self.failure_reason = reason
@@ -372,6 +514,19 @@ class Issuance(Base):
     status: Mapped[str] = mapped_column(String(20), default="requested")  # issued, rejected
     requested_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    kind: Mapped[str] = mapped_column(String(20), default=INITIAL, server_default=INITIAL)
+    # a reissue's own request (the order's own CSR and names for the first certificate)
+    csr_pem: Mapped[str | None] = mapped_column(Text)
+    key_description: Mapped[str | None] = mapped_column(String(40))
+    sans: Mapped[list[str] | None] = mapped_column(JSON)
+    revoke_previous: Mapped[bool] = mapped_column(Boolean, default=True, server_default="1")
+    not_after: Mapped[datetime | None] = mapped_column(UtcDateTime)  # what was asked for
+    requested_by_id: Mapped[str | None] = mapped_column(String(36))
+    requested_by_name: Mapped[str | None] = mapped_column(String(200))
+    failure_reason: Mapped[str | None] = mapped_column(Text)
+    # A plan's automatic reissue names the certificate it follows; UNIQUE makes it one per
+    # certificate whatever the number of workers running the plan job.
+    plan_renewal_of: Mapped[str | None] = mapped_column(String(36), unique=True)
 
     order: Mapped[Order] = relationship(back_populates="issuances")
 
@@ -389,7 +544,41 @@ class Certificate(Base):
     not_after: Mapped[datetime] = mapped_column(UtcDateTime)
     certificate_pem: Mapped[str] = mapped_column(Text)
     chain_pem: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(20), default="issued")
+    status: Mapped[str] = mapped_column(String(20), default=CERT_ISSUED)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    revocation_reason: Mapped[str | None] = mapped_column(String(40))
+    revocation_requested_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
     order: Mapped[Order] = relationship(back_populates="certificates")
+
+    def request_revocation(self, reason: str, at: datetime) -> None:
+        """Asked ca-signer to revoke it; ``revoked`` once ca-signer confirms."""
+        if self.status == CERT_ISSUED:
+            self.status = CERT_REVOKING
+            self.revocation_reason, self.revocation_requested_at = reason, at
+
+    def mark_revoked(self, reason: str, at: datetime) -> None:
+        self.status, self.revocation_reason, self.revoked_at = CERT_REVOKED, reason, at
+
+
+class OrderAssignee(Base):
+    """A user of the account given access to an order (see, download, reissue)."""
+
+    __tablename__ = "order_assignees"
+    order_id: Mapped[str] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"),
+                                          primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(36), primary_key=True, index=True)
+    assigned_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    assigned_by_id: Mapped[str | None] = mapped_column(String(36))
+    assigned_by_name: Mapped[str | None] = mapped_column(String(200))
+
+    order: Mapped[Order] = relationship(back_populates="assignments")
+    user: Mapped[User | None] = relationship(
+        primaryjoin="foreign(OrderAssignee.user_id) == User.id", viewonly=True,
+        lazy="selectin")
+
+
+def csr_fingerprint(pem: str) -> str:
+    """A short, stable name for a CSR in diffs and history (never the PEM itself)."""
+    return "sha256:" + hashlib.sha256(pem.strip().encode()).hexdigest()[:16]

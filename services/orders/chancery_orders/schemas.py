@@ -9,7 +9,12 @@ from chancery_shared.web.pagination import PageArgs
 from marshmallow import Schema, fields, validate
 
 from chancery_orders.csrs import MAX_CSR_BYTES
-from chancery_orders.model import DOMAIN_METHODS, DOMAIN_STATUSES, ORDER_STATUSES, SERVER_TYPES
+from chancery_orders.model import (
+    DOMAIN_METHODS,
+    DOMAIN_STATUSES,
+    REVOCATION_REASONS,
+    SERVER_TYPES,
+)
 
 MAX_NAMES_IN_REQUEST = 500
 
@@ -115,8 +120,63 @@ class NewOrderSchema(Schema):
                           validate=validate.Length(max=2000))
 
 
-class OrderListArgs(PageArgs):
-    status = fields.String(validate=validate.OneOf(ORDER_STATUSES))
+class EditOrderSchema(Schema):
+    """Any detail of a pending order; what is left out stays as it is."""
+
+    product = fields.String(validate=validate.Length(min=1, max=64))
+    term_years = fields.Integer(strict=True, validate=validate.Range(min=1, max=3))
+    server_type = fields.String(validate=validate.OneOf(SERVER_TYPES))
+    common_name = fields.String(validate=validate.Length(min=1, max=300))
+    sans = fields.List(fields.String(validate=validate.Length(min=1, max=300)),
+                       validate=validate.Length(max=MAX_NAMES_IN_REQUEST),
+                       metadata={"description": "every name (replaces the list); the common "
+                                                "name is added when missing"})
+    csr = fields.String(validate=validate.Length(min=1, max=MAX_CSR_BYTES))
+    unit_id = fields.String(validate=validate.Length(min=1, max=36))
+    notes = fields.String(allow_none=True, validate=validate.Length(max=2000))
+
+
+class ReissueSchema(Schema):
+    csr = fields.String(required=True, validate=validate.Length(min=1, max=MAX_CSR_BYTES),
+                        metadata={"description": "PEM CSR for the new certificate (a new key "
+                                                 "is recommended)"})
+    sans = fields.List(fields.String(validate=validate.Length(min=1, max=300)),
+                       load_default=None, validate=validate.Length(max=MAX_NAMES_IN_REQUEST),
+                       metadata={"description": "the new names (the common name is kept); "
+                                                "default: the same names"})
+    revoke_previous = fields.Boolean(load_default=True, metadata={
+        "description": "revoke the current certificate (reason superseded) once the new "
+                       "one is issued"})
+
+
+class RevocationSchema(Schema):
+    reason = fields.String(required=True, validate=validate.OneOf(REVOCATION_REASONS),
+                           metadata={"description": "RFC 5280 reason: "
+                                                    + ", ".join(REVOCATION_REASONS)})
+
+
+class RefundSchema(Schema):
+    reason = fields.String(load_default="cessation_of_operation",
+                           validate=validate.OneOf(REVOCATION_REASONS),
+                           metadata={"description": "the revocation reason (RFC 5280)"})
+    note = fields.String(load_default=None, allow_none=True,
+                         validate=validate.Length(max=2000),
+                         metadata={"description": "why the order is refunded"})
+
+
+class AssigneesSchema(Schema):
+    user_ids = fields.List(fields.String(validate=validate.Length(min=1, max=36)),
+                           required=True, validate=validate.Length(max=100),
+                           metadata={"description": "every assignee (replaces the list; "
+                                                    "empty removes them all)"})
+
+
+class RenewalSchema(Schema):
+    csr = fields.String(required=True, validate=validate.Length(min=1, max=MAX_CSR_BYTES),
+                        metadata={"description": "PEM CSR for the renewed certificate"})
+    notes = fields.String(load_default=None, allow_none=True,
+                          validate=validate.Length(max=2000),
+                          metadata={"description": "default: the renewed order's notes"})
 
 
 class ApprovalSchema(Schema):
@@ -134,8 +194,10 @@ class CancellationSchema(Schema):
 
 
 class CertificateArgs(Schema):
-    format = fields.String(load_default="pem",
-                           validate=validate.OneOf(("pem", "pem-chain", "der", "p7b")))
+    format = fields.String(load_default=None,
+                           validate=validate.OneOf(("pem", "pem-chain", "der", "p7b")),
+                           metadata={"description": "default: the order's server type's "
+                                                    "(see downloads.py)"})
 
 
 class CertificateSummary(Schema):
@@ -143,6 +205,20 @@ class CertificateSummary(Schema):
     not_before = Rfc3339()
     not_after = Rfc3339()
     status = fields.String()
+
+
+class CertificateRecord(CertificateSummary):
+    """Every certificate the order has had, the current one first."""
+
+    issuer_id = fields.String()
+    current = fields.Boolean(dump_only=True)
+    revocation_reason = fields.String(allow_none=True)
+    revoked_at = Rfc3339(allow_none=True)
+
+
+class Plan(Schema):
+    ends_at = Rfc3339()
+    certificates = fields.Integer(metadata={"description": "certificates issued so far"})
 
 
 class HistoryEntry(Schema):
@@ -169,7 +245,28 @@ class OrderSchema(Schema):
     created_at = Rfc3339()
     updated_at = Rfc3339()
     certificate = fields.Nested(CertificateSummary, allow_none=True)
+    certificates = fields.Method("_certificates", metadata={
+        "description": "every certificate of the order, the current one first (see "
+                       "CertificateRecord)"})
+    reissue_pending = fields.Boolean()
+    plan_ends_at = Rfc3339(allow_none=True, metadata={
+        "description": "the end of the term paid for; no certificate outlasts it"})
+    plan = fields.Nested(Plan, allow_none=True, metadata={
+        "description": "set when the term needs several certificates (reissued "
+                       "automatically before each expires)"})
+    assignees = fields.List(fields.Nested(Person))
+    renewal_of = fields.String(allow_none=True)
+    revocation_reason = fields.String(allow_none=True)
+    revoked_at = Rfc3339(allow_none=True)
+    refunded_cents = fields.Integer(allow_none=True)
     history = fields.List(fields.Nested(HistoryEntry))
+
+
+    def _certificates(self, order: Any) -> list[dict[str, Any]]:
+        records = CertificateRecord(many=True).dump(order.certificates)
+        for position, record in enumerate(records):
+            record["current"] = position == 0
+        return records
 
 
 class OrderPage(Schema):

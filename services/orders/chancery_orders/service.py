@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
+from datetime import datetime
 from pathlib import Path
 
 import flask_smorest
+from chancery_shared import config as cfg
 from chancery_shared.messaging.consumer import Handler
-from chancery_shared.service import Service
+from chancery_shared.messaging.envelope import utcnow
+from chancery_shared.service import BackgroundJob, Runtime, Service
 
-from chancery_orders import catalog, messages, model, views
+from chancery_orders import (
+    catalog,
+    lifecycle,
+    lifecycle_views,
+    messages,
+    model,
+    notice_views,
+    notices,
+    views,
+)
 
 log = logging.getLogger(__name__)
 QUEUE = "orders.events"
@@ -25,8 +38,32 @@ class OrdersService(Service):
     metadata = model.metadata
     messaging = model.messaging
 
+    def __init__(self, runtime: Runtime):
+        super().__init__(runtime)
+        # SMTP and renewal-check settings, validated now (a bad value stops the start)
+        self.renewal_notices = notices.RenewalNotices.from_environment(self.uow,
+                                                                       runtime.environ)
+        self.lifecycle = cfg.load(lifecycle.LifecycleSettings, runtime.environ)
+        # "now" for the lifecycle rules (refund window, plans); tests move it
+        self.clock: Callable[[], datetime] = utcnow
+
     def blueprints(self) -> list[flask_smorest.Blueprint]:
-        return [views.api]
+        return [views.api, notice_views.api, lifecycle_views.api]
+
+    def background_jobs(self) -> list[BackgroundJob]:
+        return [self.renewal_notices.job, self._lifecycle_job]
+
+    def _lifecycle_job(self, stop: threading.Event) -> None:
+        """Plans' automatic reissues and expiry, every lifecycle interval (hourly)."""
+        while not stop.wait(self.lifecycle.interval_seconds):
+            try:
+                self.run_lifecycle()
+            except Exception:  # noqa: BLE001 - keep the job alive; the next pass retries
+                log.exception("orders lifecycle pass failed")
+
+    def run_lifecycle(self, now: datetime | None = None) -> lifecycle.LifecycleRun:
+        return lifecycle.run_lifecycle(self.uow, now or self.clock(),
+                                       reissue_before=self.lifecycle.reissue_before)
 
     def message_handlers(self) -> dict[str, Mapping[str, Handler]]:
         return {QUEUE: messages.HANDLERS}

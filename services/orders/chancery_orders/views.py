@@ -12,7 +12,7 @@ from chancery_shared.web.app import request_context
 from flask import Response
 from flask_smorest import Blueprint
 
-from chancery_orders import handlers, schemas
+from chancery_orders import handlers, inventory, schemas
 
 api = Blueprint("orders", __name__, url_prefix="/api/orders/v1",
                 description="The product catalog, domain validation and certificate orders")
@@ -101,14 +101,18 @@ def submit_order(body: dict[str, Any]) -> Any:
 
 
 @api.route("/orders")
-@api.arguments(schemas.OrderListArgs, location="query")
+@api.arguments(inventory.InventoryArgs, location="query")
 @api.response(200, schemas.OrderPage)
 def list_orders(args: dict[str, Any]) -> dict[str, Any]:
-    """The orders the caller may see, newest first."""
+    """The inventory: the orders the caller may see, newest first, filtered by status (a
+    comma list), unit, requester, name (part of the common name or of any SAN), product,
+    and the current certificate's validity (``expiring_before``, ``issued_after``,
+    ``issued_before``, RFC 3339). ``GET /orders.csv`` exports the same search."""
     principal = require(Permission.READ_ORDERS)
     with _uow() as uow:
-        items, next_cursor = handlers.list_orders(uow, principal, status=args.get("status"),
-                                                  limit=args["limit"], cursor=args["cursor"])
+        items, next_cursor = inventory.search(uow, principal,
+                                              inventory.InventoryFilter.from_args(args),
+                                              limit=args["limit"], cursor=args["cursor"])
         return {"items": items, "next_cursor": next_cursor}
 
 

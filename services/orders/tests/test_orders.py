@@ -122,9 +122,10 @@ def test_the_price_comes_from_the_catalog_for_the_term(harness, order_body):
     assert answer.json["price_cents"] == 53900
 
 
-def test_a_wildcard_product_accepts_a_wildcard(harness, order_body):
+def test_a_wildcard_product_accepts_a_wildcard(harness, order_body, ec_key):
     answer = place(harness, order_body(product="ssl_wildcard_dv", common_name="*.example.com",
-                                       sans=["example.com"]))
+                                       sans=["example.com"],
+                                       csr=csr_pem(ec_key, "*.example.com")))
     assert answer.status_code == 201
     assert answer.json["sans"] == ["*.example.com", "example.com"]
 

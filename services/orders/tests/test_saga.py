@@ -201,7 +201,7 @@ def test_the_certificate_downloads_in_every_format(harness, issued, self_signed)
     leaf = x509.load_pem_x509_certificate(leaf_pem.encode())
     ca = x509.load_pem_x509_certificate(chain_pem.encode())
 
-    pem = download(harness, issued["id"])
+    pem = download(harness, issued["id"], "pem")
     assert pem.status_code == 200
     assert pem.mimetype == "application/x-pem-file"
     assert x509.load_pem_x509_certificate(pem.data) == leaf

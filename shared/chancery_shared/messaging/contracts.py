@@ -150,6 +150,7 @@ class OrderSubmitted(Payload):
     unit_id = Id(allow_none=True)
     requester_id = Id(required=True)
     price_cents = Cents(required=True)
+    renewal_of = Id(allow_none=True)  # the order this one renews
 
 
 @register("orders.order.edited")
@@ -198,11 +199,80 @@ class AssigneesChanged(Payload):
     user_ids = fields.List(Id(), required=True)
 
 
+@register("orders.order.reissue_requested")
+class ReissueRequested(Payload):
+    """A new certificate for an issued order: asked by someone, or a plan's automatic one."""
+
+    order_id = Id(required=True)
+    issuance_id = Id(required=True)
+    sans = fields.List(fields.String(), required=True)
+    revoke_previous = fields.Boolean(required=True)
+    automatic = fields.Boolean(required=True)
+
+
+@register("orders.order.reissued")
+class OrderReissued(Payload):
+    """The reissued certificate arrived and is the order's certificate from now on."""
+
+    order_id = Id(required=True)
+    issuance_id = Id(required=True)
+    serial = fields.String(required=True)
+    previous_serial = fields.String(allow_none=True)
+    automatic = fields.Boolean(required=True)
+
+
+@register("orders.order.reissue_failed")
+class ReissueFailed(Payload):
+    """ca-signer refused a reissue; the current certificate stays."""
+
+    order_id = Id(required=True)
+    issuance_id = Id(required=True)
+    reason = fields.String(required=True)
+
+
+@register("orders.order.revoked")
+class OrderRevoked(Payload):
+    """The order ended revoked; ``serials``: the certificates asked to be revoked."""
+
+    order_id = Id(required=True)
+    reason = fields.String(required=True)
+    serials = fields.List(fields.String(), required=True)
+
+
+@register("orders.order.refunded")
+class OrderRefunded(Payload):
+    """An issued order was taken back within the refund window: ledger returns the money."""
+
+    order_id = Id(required=True)
+    amount_cents = Cents(required=True)
+    note = fields.String(allow_none=True)
+
+
+@register("orders.order.expired")
+class OrderExpired(Payload):
+    order_id = Id(required=True)
+    serial = fields.String(allow_none=True)
+
+
 @register("orders.renewal.notice_sent")
 class RenewalNoticeSent(Payload):
     order_id = Id(required=True)
     days_left = fields.Integer(required=True)
     recipients = fields.List(fields.String(), required=True)
+    serial = fields.String()  # the certificate the notice is about
+    days_before = fields.Integer()  # the notice day it was sent for
+
+
+@register("orders.renewal.settings_changed")
+class RenewalSettingsChanged(Payload):
+    """Renewal-notice settings changed: an account's defaults or one order's override
+    (``days_before`` / ``emails`` null there: as the account)."""
+
+    scope = fields.String(required=True, validate=validate.OneOf(("account", "order")))
+    order_id = Id(allow_none=True)
+    days_before = fields.List(fields.Integer(), allow_none=True)
+    emails = fields.List(fields.String(), allow_none=True)
+    enabled = fields.Boolean()
 
 # --- ca-signer -----------------------------------------------------------------------
 
@@ -281,6 +351,8 @@ register_many(["ledger.funds.reserved", "ledger.funds.declined", "ledger.funds.c
                "ledger.funds.released"], FundsMoved)
 # a waiting (never held) request closed because its order ended; nothing moved
 register_many(["ledger.funds.withdrawn"], FundsMoved)
+# a refunded order's price returned to the available balance
+register_many(["ledger.funds.refunded"], FundsMoved)
 
 
 @register("ledger.balance.low")

@@ -30,13 +30,14 @@ QUEUES: dict[str, QueueSpec] = {
     for spec in (
         QueueSpec(
             "ca_signer.commands", "ca-signer",
-            ("ca_signer.certificate.sign",),  # + ca_signer.certificate.revoke with revocation
+            ("ca_signer.certificate.sign", "ca_signer.certificate.revoke"),
             "signing and revocation commands; every signer worker competes for them",
         ),
         QueueSpec(
             "orders.events", "orders",
             ("ledger.funds.reserved", "ledger.funds.declined",
              "ca_signer.certificate.issued", "ca_signer.certificate.rejected",
+             "ca_signer.certificate.revoked",
              "identity.unit.created", "identity.unit.updated",
              "identity.user.created", "identity.user.updated", "identity.user.deactivated"),
             "the order saga's answers from ledger and ca-signer, and identity's read model",
@@ -45,7 +46,7 @@ QUEUES: dict[str, QueueSpec] = {
             "ledger.events", "ledger",
             ("orders.order.approved", "orders.order.rejected", "orders.order.cancelled",
              "orders.order.failed", "ca_signer.certificate.issued",
-             "ca_signer.certificate.rejected"),
+             "ca_signer.certificate.rejected", "orders.order.refunded"),
             "reservations, captures and releases driven by the order saga",
         ),
         QueueSpec("audit.all", "audit", ("#",), "every message, for the audit log"),
