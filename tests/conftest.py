@@ -8,6 +8,8 @@ them create their own accounts or names, so they do not depend on one another.
 from __future__ import annotations
 
 import os
+import socket
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -18,6 +20,53 @@ from conftest import require_servers  # the repository root's conftest
 PASSWORD = "e2e-dev-password-123"
 
 
+class EmptyDns:
+    """A DNS server on loopback that knows no records: every query is answered NOERROR with
+    an empty answer. Test stacks use it as their resolver: CAA finds no restriction (so
+    issuance proceeds, through the real lookup path) and validation checks find no token.
+    """
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.queries = 0
+        self._thread = threading.Thread(target=self._serve, daemon=True, name="empty-dns")
+        self._thread.start()
+
+    def _serve(self) -> None:
+        import dns.message
+
+        while True:
+            try:
+                wire, peer = self.sock.recvfrom(4096)
+            except OSError:
+                return
+            try:
+                response = dns.message.make_response(dns.message.from_wire(wire))
+            except Exception:  # noqa: BLE001 - garbage in: ignore it, as a server would
+                continue
+            self.queries += 1
+            self.sock.sendto(response.to_wire(), peer)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture(scope="session")
+def empty_dns() -> Iterator[EmptyDns]:
+    server = EmptyDns()
+    yield server
+    server.close()
+
+
+def stack_environment(dns: EmptyDns) -> dict[str, str]:
+    """What every test stack runs with: the development seed and the loopback resolver."""
+    return {"CHANCERY_DEV_BOOTSTRAP": "true", "CHANCERY_DEV_PASSWORD": PASSWORD,
+            "CHANCERY_DNS_RESOLVER": "127.0.0.1", "CHANCERY_DNS_PORT": str(dns.port),
+            "CHANCERY_DNS_TIMEOUT_SECONDS": "2"}
+
+
 @dataclass(frozen=True)
 class RunningStack:
     mode: str
@@ -26,7 +75,7 @@ class RunningStack:
 
 
 @pytest.fixture(scope="session")
-def embedded_stack(tmp_path_factory) -> Iterator[RunningStack]:
+def embedded_stack(tmp_path_factory, empty_dns) -> Iterator[RunningStack]:
     from chancery_shared.embedded import EmbeddedChancery
     from chancery_shared.testing import purge_broker
 
@@ -34,8 +83,7 @@ def embedded_stack(tmp_path_factory) -> Iterator[RunningStack]:
     var = tmp_path_factory.mktemp("embedded")
     chancery = EmbeddedChancery({**os.environ, "CHANCERY_VAR_DIR": str(var),
                                  "CHANCERY_BROKER_URL": "memory://",
-                                 "CHANCERY_DEV_BOOTSTRAP": "true",
-                                 "CHANCERY_DEV_PASSWORD": PASSWORD})
+                                 **stack_environment(empty_dns)})
     chancery.start()
     try:
         yield RunningStack("embedded", chancery.serve_in_background(), "memory://")
@@ -44,14 +92,13 @@ def embedded_stack(tmp_path_factory) -> Iterator[RunningStack]:
 
 
 @pytest.fixture(scope="session")
-def distributed_stack(tmp_path_factory) -> Iterator[RunningStack]:
+def distributed_stack(tmp_path_factory, empty_dns) -> Iterator[RunningStack]:
     require_servers()
     from chancery_deploy import Ports, Stack
 
     var = tmp_path_factory.mktemp("distributed")
     stack = Stack(var_dir=var, ports=Ports.find_free(),
-                  environ={**os.environ, "CHANCERY_DEV_PASSWORD": PASSWORD,
-                           "CHANCERY_DEV_BOOTSTRAP": "true"})
+                  environ={**os.environ, **stack_environment(empty_dns)})
     try:
         stack.up()
         yield RunningStack("distributed", stack.base_url, stack.env["CHANCERY_BROKER_URL"])

@@ -69,6 +69,12 @@ class World:
         return expect(self.api("admin").post("/api/orders/v1/domains", {
             "name": f"{_unique('d')}.{self.ids['domain']}", "method": "dns-txt"}), 201)["id"]
 
+    def new_organization(self) -> str:
+        """A pending organization of the account (for OV and EV certificates)."""
+        return expect(self.api("admin").post("/api/orders/v1/organizations", {
+            "name": _unique("Org"), "country": "US", "state_or_province": "Oregon",
+            "locality": "Portland"}), 201)["id"]
+
     def sign_in_again(self, principal: str) -> Api:
         """A second, separate session of ``principal`` (for logging out)."""
         email, password = self.credentials[principal]
@@ -129,6 +135,7 @@ def build_world(base_url: str, password: str) -> World:
     domain = expect(admin.post("/api/orders/v1/domains",
                                {"name": "example.com", "method": "dns-txt"}), 201)
     world.ids["domain_id"] = domain["id"]
+    world.ids["organization_id"] = world.new_organization()
     expect(operator.post(f"/api/orders/v1/domains/{domain['id']}/approve",
                          {"note": "authorization matrix"}), 200)
 

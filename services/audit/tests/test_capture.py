@@ -21,6 +21,9 @@ ORDER = "0f5c6b1e-7e4b-4a55-9d0a-3f0c8c2b9a11"
 UNIT = "unit-engineering"
 DOMAIN = {"domain_id": "dom-1", "name": "example.com", "method": "dns-txt",
           "validated_until": None}
+ORGANIZATION = {"organization_id": "org-1", "name": "Example Holdings LLC", "country": "US",
+                "state_or_province": "California", "locality": "San Francisco",
+                "validated_until": None}
 USER = {"user_id": "user-bob", "email": "bob@example.com", "name": "Bob Roe", "role": "limited",
         "unit_ids": [UNIT]}
 FUNDS = {"order_id": ORDER, "amount_cents": 12900, "available_cents": 100}
@@ -60,6 +63,9 @@ SAMPLES: dict[str, tuple[str, str, dict]] = {
                                 {**DOMAIN, "validated_until": "2027-11-26T00:00:00Z"}),
     "orders.domain.failed": ("domain", "dom-1", DOMAIN),
     "orders.domain.expired": ("domain", "dom-1", DOMAIN),
+    "orders.organization.submitted": ("organization", "org-1", ORGANIZATION),
+    "orders.organization.validated": ("organization", "org-1", {
+        **ORGANIZATION, "validated_until": "2027-06-14T00:00:00Z", "note": "state registry"}),
     "orders.order.submitted": ("order", ORDER, {
         "order_id": ORDER, "status": "pending_approval", "product": "ssl_basic",
         "term_years": 1, "server_type": "nginx", "common_name": "www.example.com",

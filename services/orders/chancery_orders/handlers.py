@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.exc import IntegrityError
 
-from chancery_orders import access, downloads
+from chancery_orders import access, caa, downloads, organizations
 from chancery_orders import names as hostnames
 from chancery_orders.compliance import add_years, not_after_for
 from chancery_orders.csrs import CheckedCsr, CsrRejected, check_csr
@@ -244,6 +244,7 @@ class NewOrder:
     csr: str
     unit_id: str | None = None
     notes: str | None = None
+    organization_id: str | None = None  # OV/EV products only
 
 
 class _Problems:
@@ -329,6 +330,40 @@ def _check_csr_names(csr: CheckedCsr, names: list[str], problems: _Problems) -> 
                             "request the names it carries")
 
 
+def _check_organization(uow: UnitOfWork, principal: Principal, product: Product | None,
+                        organization_id: str | None, problems: _Problems) -> None:
+    """OV/EV orders name an organization of the account; DV ones never carry one."""
+    if product is None:
+        return
+    if product.validation_level not in organizations.ORGANIZATION_LEVELS:
+        if organization_id is not None:
+            problems.add("organization_id", f"the product {product.code} is "
+                                            f"{product.validation_level.upper()}: its "
+                                            "certificates carry no organization")
+        return
+    if organization_id is None:
+        problems.add("organization_id", f"is required: the product {product.code} is "
+                                        f"{product.validation_level.upper()} and names the "
+                                        "organization (POST /api/orders/v1/organizations)")
+        return
+    found = uow.session.get(organizations.Organization, organization_id)
+    if found is None or found.account_id != principal.account_id:
+        problems.add("organization_id", "is not an organization of this account")
+
+
+def _unvalidated_organization(uow: UnitOfWork, order: Order) -> Unprocessable | None:
+    """The 422 to answer when the order's organization is not validated now (else None)."""
+    if order.organization_id is None:
+        return None
+    organization = uow.session.get(organizations.Organization, order.organization_id)
+    if organization is not None and organization.is_validated(utcnow()):
+        return None
+    name = organization.name if organization is not None else order.organization_id
+    return Unprocessable(f"the organization {name} is not validated; the platform operator "
+                         "validates it first", code="organization_not_validated",
+                         organization_id=order.organization_id)
+
+
 @dataclass(frozen=True)
 class _CheckedRequest:
     product: Product
@@ -369,6 +404,7 @@ def _check_request(uow: UnitOfWork, principal: Principal, new: NewOrder, *,
         found = uow.session.get(Unit, unit_id) if unit_id is not None else None
         if unit_id is not None and (found is None or found.account_id != principal.account_id):
             problems.add("unit_id", "is not a business unit of this account")
+    _check_organization(uow, principal, product, new.organization_id, problems)
     problems.raise_if_any()
     assert product is not None and checked_csr is not None
     return _CheckedRequest(product=product, names=names, csr=checked_csr, unit_id=unit_id)
@@ -396,7 +432,7 @@ def submit_order(uow: UnitOfWork, principal: Principal, context: Context,
                   notes=new.notes or None, price_cents=product.price_cents(new.term_years,
                                                                            len(names)),
                   renewal_of=renewal_of.id if renewal_of is not None else None,
-                  created_at=now, updated_at=now)
+                  organization_id=new.organization_id, created_at=now, updated_at=now)
     order.product = product
     order.submitted(context.actor)
     if renewal_of is not None:
@@ -419,7 +455,12 @@ def submit_order(uow: UnitOfWork, principal: Principal, context: Context,
         renewal_of.record(context.actor, "renewal_requested", {"renewal_order_id": order.id})
     if access.may_self_approve(principal, unit_id):
         uncovered = _uncovered(uow, order)
-        if uncovered:
+        unvalidated = _unvalidated_organization(uow, order)
+        if unvalidated is not None:
+            order.record(context.actor, "approval_waiting", {
+                "reason": "not approved automatically: the organization is not validated",
+                "organization_id": order.organization_id})
+        elif uncovered:
             order.record(context.actor, "approval_waiting", {
                 "reason": "not approved automatically: some names are not covered by a "
                           "validated domain of the account",
@@ -435,7 +476,7 @@ def submit_order(uow: UnitOfWork, principal: Principal, context: Context,
 # --- editing before approval -----------------------------------------------------------
 
 EDITABLE = ("product", "term_years", "server_type", "common_name", "sans", "csr", "unit_id",
-            "notes")
+            "notes", "organization_id")
 
 
 def edit_order(uow: UnitOfWork, principal: Principal, context: Context, order_id: str,
@@ -454,20 +495,22 @@ def edit_order(uow: UnitOfWork, principal: Principal, context: Context, order_id
         sans=tuple(edits["sans"]) if "sans" in edits else tuple(order.sans),
         csr=edits.get("csr", order.csr_pem),
         unit_id=edits.get("unit_id", order.unit_id),
-        notes=edits["notes"] if "notes" in edits else order.notes)
+        notes=edits["notes"] if "notes" in edits else order.notes,
+        organization_id=edits.get("organization_id", order.organization_id))
     moves_unit = "unit_id" in edits and edits["unit_id"] != order.unit_id
     checked = _check_request(uow, principal, new, unit="requester" if moves_unit else "kept")
     after = {"product": checked.product.code, "term_years": new.term_years,
              "server_type": new.server_type, "common_name": checked.names[0],
              "sans": checked.names, "csr": csr_fingerprint(checked.csr.pem),
              "key_type": checked.csr.key_description, "unit_id": checked.unit_id,
-             "notes": new.notes or None,
+             "notes": new.notes or None, "organization_id": new.organization_id,
              "price_cents": checked.product.price_cents(new.term_years, len(checked.names))}
     before = {"product": order.product_code, "term_years": order.term_years,
               "server_type": order.server_type, "common_name": order.common_name,
               "sans": list(order.sans), "csr": csr_fingerprint(order.csr_pem),
               "key_type": order.key_description, "unit_id": order.unit_id,
-              "notes": order.notes, "price_cents": order.price_cents}
+              "notes": order.notes, "organization_id": order.organization_id,
+              "price_cents": order.price_cents}
     changes = {field: [before[field], after[field]] for field in after
                if before[field] != after[field]}
     if not changes:
@@ -477,6 +520,7 @@ def edit_order(uow: UnitOfWork, principal: Principal, context: Context, order_id
     order.common_name, order.sans = checked.names[0], checked.names
     order.csr_pem, order.key_description = checked.csr.pem, checked.csr.key_description
     order.unit_id, order.notes = checked.unit_id, new.notes or None
+    order.organization_id = new.organization_id
     order.price_cents = after["price_cents"]
     order.edit(context.actor, changes)
     fields = ", ".join(f for f in changes if f != "key_type")
@@ -543,6 +587,9 @@ def approve_order(uow: UnitOfWork, principal: Principal, context: Context, order
             f"{', '.join(uncovered)}; submit and validate {', '.join(domains)} first",
             code="domain_not_validated", domains=domains, names=uncovered,
             submit_domain_url=SUBMIT_DOMAIN_URL)
+    unvalidated = _unvalidated_organization(uow, order)
+    if unvalidated is not None:
+        raise unvalidated
     _approve(uow, order, context, automatic=False, note=note)
     uow.commit()
     return order
@@ -665,15 +712,52 @@ def funds_reserved(uow: UnitOfWork, envelope: Envelope) -> None:
 
 
 def send_sign_command(uow: UnitOfWork, context: Context, order: Order, issuance: Issuance,
-                      summary: str) -> None:
-    """The ``ca_signer.certificate.sign`` command for one issuance of ``order``."""
+                      summary: str) -> bool:
+    """The ``ca_signer.certificate.sign`` command for one issuance of ``order``, after the
+    CAA check of every name (the one place every signing passes). A CAA refusal settles
+    the issuance as ca-signer's rejection would; returns whether the command was sent."""
     names = list(issuance.sans) if issuance.sans else order.names
+    subject = {"common_name": names[0]}
+    if order.organization_id is not None:
+        organization = uow.session.get(organizations.Organization, order.organization_id)
+        if organization is None or not organization.is_validated(utcnow()):
+            _refuse_issuance(uow, context, order, issuance,
+                             "the organization's validation has expired; validate it again "
+                             "before issuing")
+            return False
+        subject.update(organization.subject())
+    try:
+        caa.check(names)
+    except caa.CaaRefused as exc:
+        _refuse_issuance(uow, context, order, issuance, f"CAA: {exc}")
+        return False
     _order_event(uow, "ca_signer.certificate.sign", context, order, summary,
                  {"order_id": order.id, "issuance_id": issuance.id,
                   "csr_pem": issuance.csr_pem or order.csr_pem,
                   "profile": order.product.validation_level,
-                  "subject": {"common_name": names[0]}, "sans": names,
+                  "subject": subject, "sans": names,
                   "not_after": isoformat(issuance.not_after) if issuance.not_after else None})
+    return True
+
+
+def _refuse_issuance(uow: UnitOfWork, context: Context, order: Order, issuance: Issuance,
+                     reason: str) -> None:
+    """orders itself refused to sign: a first issuance fails (ledger releases the money on
+    ``orders.order.failed``); a reissue fails and the current certificate stays."""
+    issuance.status, issuance.finished_at = "rejected", utcnow()
+    if issuance.kind != INITIAL:
+        order.reissue_failed(context.actor, issuance, reason, [])
+        current = order.certificate
+        _order_event(uow, "orders.order.reissue_failed", context, order,
+                     f"orders refused to reissue {order.describe()} ({reason}); "
+                     + (f"certificate {current.serial} stays current" if current
+                        else "nothing changed"),
+                     {"order_id": order.id, "issuance_id": issuance.id, "reason": reason})
+        return
+    order.mark_failed(context.actor, reason, [])
+    _order_event(uow, "orders.order.failed", context, order,
+                 f"{order.describe(capital=True)} failed: {reason}",
+                 {"order_id": order.id, "reason": reason})
 
 
 def funds_declined(uow: UnitOfWork, envelope: Envelope) -> None:

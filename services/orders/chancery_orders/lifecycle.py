@@ -348,7 +348,8 @@ def renew_order(uow: UnitOfWork, principal: Principal, context: Context, order_i
     new = NewOrder(product=old.product_code, term_years=old.term_years,
                    server_type=old.server_type, common_name=old.common_name,
                    sans=tuple(old.sans), csr=csr, unit_id=old.unit_id,
-                   notes=notes if notes is not None else old.notes)
+                   notes=notes if notes is not None else old.notes,
+                   organization_id=old.organization_id)
     return submit_order(uow, principal, context, new, renewal_of=old)
 
 
@@ -466,9 +467,10 @@ def _reissue_plan(uow: UnitOfWork, order_id: str, now: datetime,
                  f"the plan runs until {order.plan_ends_at.date().isoformat()}",
                  {"order_id": order.id, "issuance_id": issuance.id, "sans": order.names,
                   "revoke_previous": False, "automatic": True})
-    send_sign_command(uow, context, order, issuance,
-                      f"orders asked ca-signer to reissue {order.describe()} within its plan "
-                      "(no charge)")
+    if not send_sign_command(uow, context, order, issuance,
+                             f"orders asked ca-signer to reissue {order.describe()} within "
+                             "its plan (no charge)"):
+        return None  # refused (CAA): recorded on the order, not retried
     return "requested"
 
 

@@ -9,6 +9,7 @@ order's history. Which names a validated domain covers is decided in one place,
 from __future__ import annotations
 
 import hashlib
+import secrets
 import uuid
 from collections.abc import Iterable
 from datetime import datetime, timedelta
@@ -132,6 +133,8 @@ class Domain(Base):
     validated_by_id: Mapped[str | None] = mapped_column(String(36))
     validated_by_name: Mapped[str | None] = mapped_column(String(200))
     validation_note: Mapped[str | None] = mapped_column(Text)
+    # how the current validation was made: "dns-txt", "http-file" or "manual" (coverage)
+    validated_with: Mapped[str | None] = mapped_column(String(20))
 
     def status_at(self, at: datetime) -> str:
         """The status as of ``at``: a validation past its reuse period has expired."""
@@ -170,18 +173,54 @@ class Domain(Base):
         self.validated_by_id = by.user_id
         self.validated_by_name = by.user_name
         self.validation_note = note
+        self.validated_with = "manual"
+        self.spend_token()
+
+    def spend_token(self) -> None:
+        """Tokens are single use (BR 3.2.2.4): once a validation is made, the next one
+        (a re-check before expiry, or after) needs a fresh value."""
+        self.token = new_token()
 
     def covers(self, name: str, at: datetime) -> bool:
         return domain_covers(self, name, at)
 
 
+def new_token() -> str:
+    """A validation token: 192 random bits (BR: at least 112), URL- and DNS-safe."""
+    return secrets.token_urlsafe(24)
+
+
 def domain_covers(domain: Domain, name: str, at: datetime) -> bool:
-    """The coverage rule: a domain validated (and not expired) at ``at`` covers its own
-    name, every name under it, and wildcards under it; any other domain covers nothing."""
+    """The coverage rule: a domain validated (and not expired) at ``at`` by ``dns-txt`` or
+    by the operator covers its own name, every name under it and wildcards under it; one
+    validated by ``http-file`` covers only its exact name (BR 3.2.2.4.18: no wildcards, no
+    subdomains); any other domain covers nothing."""
     if domain.status_at(at) != "validated":
         return False
+    if domain.validated_with == "http-file":
+        return name == domain.name
     host = hostnames.base_of(name)
     return host == domain.name or host.endswith("." + domain.name)
+
+
+class DomainValidationAttempt(Base):
+    """Evidence: one validation attempt, what was asked, from where, what came back."""
+
+    __tablename__ = "domain_validation_attempts"
+    __table_args__ = (Index("ix_domain_validation_attempts_domain", "domain_id",
+                            "created_at"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    domain_id: Mapped[str] = mapped_column(ForeignKey("domains.id"))
+    method: Mapped[str] = mapped_column(String(20))
+    token: Mapped[str] = mapped_column(String(100))  # the value looked for
+    queried: Mapped[str] = mapped_column(String(2000))  # DNS names or URLs, in order
+    vantage: Mapped[str] = mapped_column(String(300))  # resolver / connect address, host
+    answer: Mapped[str] = mapped_column(Text)  # what came back, truncated
+    outcome: Mapped[str] = mapped_column(String(1000))  # "validated" or "failed: why"
+    validated: Mapped[bool] = mapped_column(Boolean)
+    trigger: Mapped[str] = mapped_column(String(20))  # "on_demand" or "scheduled"
+    requested_by_name: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 def uncovered_names(names: Iterable[str], domains: Iterable[Domain], at: datetime) -> list[str]:
@@ -254,6 +293,8 @@ class Order(Base):
     # certificates are reissued within it (a plan) and never outlast it
     plan_ends_at: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
     renewal_of: Mapped[str | None] = mapped_column(ForeignKey("orders.id"), index=True)
+    # OV/EV: the validated organization the certificate names (organizations.py)
+    organization_id: Mapped[str | None] = mapped_column(String(36), index=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     revocation_reason: Mapped[str | None] = mapped_column(String(40))
     refunded_cents: Mapped[int | None] = mapped_column(Integer)

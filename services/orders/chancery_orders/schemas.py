@@ -87,6 +87,8 @@ class DomainSchema(Schema):
     validated_until = Rfc3339(allow_none=True)
     validated_by = fields.Method("_validated_by", allow_none=True)
     validation_note = fields.String(allow_none=True)
+    validated_with = fields.String(allow_none=True, metadata={
+        "description": "dns-txt, http-file or manual: decides which names it covers"})
     created_at = Rfc3339()
 
     def _validated_by(self, domain: Any) -> dict[str, Any] | None:
@@ -97,6 +99,32 @@ class DomainSchema(Schema):
 
 class DomainPage(Schema):
     items = fields.List(fields.Nested(DomainSchema))
+    next_cursor = fields.String(allow_none=True)
+
+
+class ValidationAttemptSchema(Schema):
+    """Evidence of one validation attempt (domain_validation_attempts)."""
+
+    id = fields.String()
+    method = fields.String()
+    token = fields.String(metadata={"description": "the value looked for"})
+    queried = fields.String(metadata={"description": "the DNS names or URLs asked, in order"})
+    vantage = fields.String(metadata={"description": "from where: resolver or connect "
+                                                     "address, and the checking host"})
+    answer = fields.String(metadata={"description": "what came back (at most 4 KiB)"})
+    outcome = fields.String(metadata={"description": "validated, or failed: the reason"})
+    validated = fields.Boolean()
+    trigger = fields.String(metadata={"description": "on_demand or scheduled"})
+    requested_by_name = fields.String(allow_none=True)
+    attempted_at = Rfc3339(attribute="created_at")
+
+
+class DomainCheckSchema(DomainSchema):
+    last_attempt = fields.Nested(ValidationAttemptSchema)
+
+
+class ValidationAttemptPage(Schema):
+    items = fields.List(fields.Nested(ValidationAttemptSchema))
     next_cursor = fields.String(allow_none=True)
 
 
@@ -118,6 +146,9 @@ class NewOrderSchema(Schema):
                             metadata={"description": "default: the requester's only unit"})
     notes = fields.String(allow_none=True, load_default=None,
                           validate=validate.Length(max=2000))
+    organization_id = fields.String(allow_none=True, load_default=None, metadata={
+        "description": "OV and EV products: the account's validated organization the "
+                       "certificate names; refused on DV products"})
 
 
 class EditOrderSchema(Schema):
@@ -134,6 +165,9 @@ class EditOrderSchema(Schema):
     csr = fields.String(validate=validate.Length(min=1, max=MAX_CSR_BYTES))
     unit_id = fields.String(validate=validate.Length(min=1, max=36))
     notes = fields.String(allow_none=True, validate=validate.Length(max=2000))
+    organization_id = fields.String(allow_none=True, validate=validate.Length(min=1, max=36),
+                                    metadata={"description": "null when moving to a DV "
+                                                             "product"})
 
 
 class ReissueSchema(Schema):
@@ -256,6 +290,7 @@ class OrderSchema(Schema):
                        "automatically before each expires)"})
     assignees = fields.List(fields.Nested(Person))
     renewal_of = fields.String(allow_none=True)
+    organization_id = fields.String(allow_none=True)
     revocation_reason = fields.String(allow_none=True)
     revoked_at = Rfc3339(allow_none=True)
     refunded_cents = fields.Integer(allow_none=True)

@@ -15,6 +15,7 @@ from chancery_shared.messaging.envelope import utcnow
 from chancery_shared.service import BackgroundJob, Runtime, Service
 
 from chancery_orders import (
+    caa,
     catalog,
     lifecycle,
     lifecycle_views,
@@ -22,6 +23,9 @@ from chancery_orders import (
     model,
     notice_views,
     notices,
+    organization_views,
+    validation,
+    validation_views,
     views,
 )
 
@@ -44,14 +48,27 @@ class OrdersService(Service):
         self.renewal_notices = notices.RenewalNotices.from_environment(self.uow,
                                                                        runtime.environ)
         self.lifecycle = cfg.load(lifecycle.LifecycleSettings, runtime.environ)
+        # DNS resolver, HTTP fetch and re-check settings for domain validation
+        self.domain_validation = validation.DomainValidation.from_environment(runtime.environ)
+        # CAA before every signing (issuer domains, DNS resolver); logged loudly when off
+        self.caa = caa.configure(runtime.environ)
         # "now" for the lifecycle rules (refund window, plans); tests move it
         self.clock: Callable[[], datetime] = utcnow
 
     def blueprints(self) -> list[flask_smorest.Blueprint]:
-        return [views.api, notice_views.api, lifecycle_views.api]
+        return [views.api, notice_views.api, lifecycle_views.api, validation_views.api,
+                organization_views.api]
 
     def background_jobs(self) -> list[BackgroundJob]:
-        return [self.renewal_notices.job, self._lifecycle_job]
+        return [self.renewal_notices.job, self._lifecycle_job, self._domain_validation_job]
+
+    def _domain_validation_job(self, stop: threading.Event) -> None:
+        """Domain expiry and re-checks, every CHANCERY_DOMAIN_RECHECK_SECONDS."""
+        validation.job(self.uow, self.domain_validation, lambda: self.clock(), stop)
+
+    def run_domain_checks(self, now: datetime | None = None) -> validation.DomainCheckRun:
+        return validation.run_domain_checks(self.uow, self.domain_validation,
+                                            now or self.clock())
 
     def _lifecycle_job(self, stop: threading.Event) -> None:
         """Plans' automatic reissues and expiry, every lifecycle interval (hourly)."""

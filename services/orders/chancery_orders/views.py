@@ -95,7 +95,7 @@ def submit_order(body: dict[str, Any]) -> Any:
         product=body["product"], term_years=body["term_years"],
         server_type=body["server_type"], common_name=body["common_name"],
         sans=tuple(body["sans"]), csr=body["csr"], unit_id=body.get("unit_id"),
-        notes=body.get("notes"))
+        notes=body.get("notes"), organization_id=body.get("organization_id"))
     with _uow() as uow:
         return handlers.submit_order(uow, principal, request_context(principal), new)
 

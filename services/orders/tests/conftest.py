@@ -128,6 +128,23 @@ class Harness:
         assert approved.status_code == 200, approved.json
         return approved.json
 
+    def organization(self, account_id: str = ACCOUNT, *, validate: bool = True,
+                     name: str = "Example Holdings LLC") -> dict[str, Any]:
+        """Submit an organization as an admin of the account (and validate it as the
+        operator unless ``validate`` is false)."""
+        submitted = self.client.post("/api/orders/v1/organizations", json={
+            "name": name, "country": "US", "state_or_province": "California",
+            "locality": "San Francisco"}, headers=self.headers("admin", account_id=account_id))
+        assert submitted.status_code == 201, submitted.json
+        if not validate:
+            return submitted.json
+        approved = self.client.post(
+            f"/api/orders/v1/organizations/{submitted.json['id']}/approve",
+            json={"note": "checked the state registry"},
+            headers=self.headers("operator", account_id=None))
+        assert approved.status_code == 200, approved.json
+        return approved.json
+
 
 @pytest.fixture(scope="session")
 def migrated_database(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -142,7 +159,8 @@ def migrated_database(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _harness(folder: Path, migrated_database: Path) -> Harness:
     tokens = TokenFactory()
     shutil.copyfile(migrated_database, folder / "orders.db")
-    service = OrdersService(make_runtime(folder, tokens))
+    # CAA is checked against a DNS server on loopback in test_caa.py; elsewhere it is off
+    service = OrdersService(make_runtime(folder, tokens, CHANCERY_CAA_CHECK="false"))
     return Harness(service=service, client=service.create_app().test_client(), tokens=tokens)
 
 

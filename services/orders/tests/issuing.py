@@ -47,6 +47,8 @@ def place(harness: Any, key: Any, *, role: str = "admin", common_name: str = "ww
     body = {"product": product, "term_years": term_years, "server_type": server_type,
             "common_name": common_name, "sans": list(sans),
             "csr": csr_pem(key, common_name), "unit_id": unit_id}
+    if "_ov" in product or "_ev" in product:
+        body["organization_id"] = harness.organization(who.get("account_id", ACCOUNT))["id"]
     answer = harness.client.post(ORDERS, json=body, headers=harness.headers(role, **who))
     assert answer.status_code == 201, answer.json
     return answer.json

@@ -86,7 +86,8 @@ def test_an_approver_edits_a_pending_order_and_the_diff_is_kept(harness, csr, ec
         f"{ORDERS}/{order['id']}",
         json={"product": "ssl_multi_domain_ov", "term_years": 2, "common_name": "Shop.Example.com",
               "sans": ["a.example.com", "b.example.com", "c.example.com", "d.example.com"],
-              "csr": new_csr, "server_type": "apache", "notes": None},
+              "csr": new_csr, "server_type": "apache", "notes": None,
+              "organization_id": harness.organization()["id"]},
         headers=harness.headers("unit_admin", units=(UNIT_A,), name="Uma Unit"))
 
     assert answer.status_code == 200, answer.json

@@ -105,7 +105,8 @@ def test_names_are_normalised_deduplicated_and_always_include_the_common_name(
         harness, order_body):
     body = order_body(product="ssl_multi_domain_ov", common_name="WWW.Example.com.",
                       sans=["shop.example.com", "www.example.com", "SHOP.example.com",
-                            "bücher.de", "a.example.com", "b.example.com"])
+                            "bücher.de", "a.example.com", "b.example.com"],
+                      organization_id=harness.organization()["id"])
     answer = place(harness, body)
 
     assert answer.status_code == 201
@@ -118,7 +119,8 @@ def test_names_are_normalised_deduplicated_and_always_include_the_common_name(
 
 
 def test_the_price_comes_from_the_catalog_for_the_term(harness, order_body):
-    answer = place(harness, order_body(product="ssl_ov", term_years=3))
+    answer = place(harness, order_body(product="ssl_ov", term_years=3,
+                                       organization_id=harness.organization()["id"]))
     assert answer.json["price_cents"] == 53900
 
 

@@ -30,6 +30,10 @@ class Permission(enum.StrEnum):
     MANAGE_DOMAINS = "manage_domains"  # submit, check, read
     READ_DOMAINS = "read_domains"
     VALIDATE_DOMAINS = "validate_domains"  # manual validation by CA staff
+    # organizations (OV/EV subjects)
+    MANAGE_ORGANIZATIONS = "manage_organizations"
+    READ_ORGANIZATIONS = "read_organizations"
+    VALIDATE_ORGANIZATIONS = "validate_organizations"
     # people
     MANAGE_USERS = "manage_users"  # scope: a unit administrator's units, an admin's account
     MANAGE_ACCOUNT_USERS = "manage_account_users"  # users beyond one's own units
@@ -62,6 +66,9 @@ GRANTS: dict[Permission, frozenset[str]] = {
     Permission.MANAGE_DOMAINS: APPROVERS,
     Permission.READ_DOMAINS: APPROVERS | {OPERATOR},
     Permission.VALIDATE_DOMAINS: frozenset({OPERATOR}),
+    Permission.MANAGE_ORGANIZATIONS: APPROVERS,
+    Permission.READ_ORGANIZATIONS: APPROVERS | {OPERATOR},
+    Permission.VALIDATE_ORGANIZATIONS: frozenset({OPERATOR}),
     Permission.MANAGE_USERS: APPROVERS,
     Permission.MANAGE_ACCOUNT_USERS: frozenset({ADMIN}),
     Permission.MANAGE_ADMINS: frozenset({ADMIN}),

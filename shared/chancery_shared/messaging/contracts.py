@@ -138,6 +138,19 @@ register_many(["orders.domain.submitted", "orders.domain.validated", "orders.dom
                "orders.domain.expired"], DomainChanged)
 
 
+class OrganizationChanged(Payload):
+    organization_id = Id(required=True)
+    name = fields.String(required=True)
+    country = fields.String(required=True)
+    state_or_province = fields.String(required=True)
+    locality = fields.String(required=True)
+    validated_until = Time(allow_none=True)
+
+
+register_many(["orders.organization.submitted", "orders.organization.validated"],
+              OrganizationChanged)
+
+
 @register("orders.order.submitted")
 class OrderSubmitted(Payload):
     order_id = Id(required=True)
