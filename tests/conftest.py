@@ -20,22 +20,32 @@ from conftest import require_servers  # the repository root's conftest
 PASSWORD = "e2e-dev-password-123"
 
 
-class EmptyDns:
-    """A DNS server on loopback that knows no records: every query is answered NOERROR with
-    an empty answer. Test stacks use it as their resolver: CAA finds no restriction (so
-    issuance proceeds, through the real lookup path) and validation checks find no token.
+class LoopbackDns:
+    """A small authoritative DNS server on loopback that test stacks use as their resolver.
+
+    It answers what a test put in ``records`` (``(name, type) -> [rdata text]``) and
+    NOERROR with an empty answer for everything else: CAA then finds no restriction, so
+    issuance goes through the real lookup path, and a validation check finds a token only
+    when a test published one.
     """
 
     def __init__(self) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
-        self.queries = 0
-        self._thread = threading.Thread(target=self._serve, daemon=True, name="empty-dns")
+        self.records: dict[tuple[str, str], list[str]] = {}
+        self.lock = threading.Lock()
+        self._thread = threading.Thread(target=self._serve, daemon=True, name="loopback-dns")
         self._thread.start()
+
+    def publish(self, name: str, rdtype: str, *values: str) -> None:
+        with self.lock:
+            self.records[(name.lower().rstrip("."), rdtype.upper())] = list(values)
 
     def _serve(self) -> None:
         import dns.message
+        import dns.rdatatype
+        import dns.rrset
 
         while True:
             try:
@@ -43,10 +53,18 @@ class EmptyDns:
             except OSError:
                 return
             try:
-                response = dns.message.make_response(dns.message.from_wire(wire))
+                query = dns.message.from_wire(wire)
+                response = dns.message.make_response(query)
+                question = query.question[0]
+                key = (question.name.to_text().lower().rstrip("."),
+                       dns.rdatatype.to_text(question.rdtype))
+                with self.lock:
+                    values = list(self.records.get(key, ()))
+                if values:
+                    response.answer.append(dns.rrset.from_text_list(
+                        question.name, 60, "IN", key[1], values))
             except Exception:  # noqa: BLE001 - garbage in: ignore it, as a server would
                 continue
-            self.queries += 1
             self.sock.sendto(response.to_wire(), peer)
 
     def close(self) -> None:
@@ -54,13 +72,13 @@ class EmptyDns:
 
 
 @pytest.fixture(scope="session")
-def empty_dns() -> Iterator[EmptyDns]:
-    server = EmptyDns()
+def loopback_dns() -> Iterator[LoopbackDns]:
+    server = LoopbackDns()
     yield server
     server.close()
 
 
-def stack_environment(dns: EmptyDns) -> dict[str, str]:
+def stack_environment(dns: LoopbackDns) -> dict[str, str]:
     """What every test stack runs with: the development seed and the loopback resolver."""
     return {"CHANCERY_DEV_BOOTSTRAP": "true", "CHANCERY_DEV_PASSWORD": PASSWORD,
             "CHANCERY_DNS_RESOLVER": "127.0.0.1", "CHANCERY_DNS_PORT": str(dns.port),
@@ -75,7 +93,7 @@ class RunningStack:
 
 
 @pytest.fixture(scope="session")
-def embedded_stack(tmp_path_factory, empty_dns) -> Iterator[RunningStack]:
+def embedded_stack(tmp_path_factory, loopback_dns) -> Iterator[RunningStack]:
     from chancery_shared.embedded import EmbeddedChancery
     from chancery_shared.testing import purge_broker
 
@@ -83,7 +101,7 @@ def embedded_stack(tmp_path_factory, empty_dns) -> Iterator[RunningStack]:
     var = tmp_path_factory.mktemp("embedded")
     chancery = EmbeddedChancery({**os.environ, "CHANCERY_VAR_DIR": str(var),
                                  "CHANCERY_BROKER_URL": "memory://",
-                                 **stack_environment(empty_dns)})
+                                 **stack_environment(loopback_dns)})
     chancery.start()
     try:
         yield RunningStack("embedded", chancery.serve_in_background(), "memory://")
@@ -92,13 +110,13 @@ def embedded_stack(tmp_path_factory, empty_dns) -> Iterator[RunningStack]:
 
 
 @pytest.fixture(scope="session")
-def distributed_stack(tmp_path_factory, empty_dns) -> Iterator[RunningStack]:
+def distributed_stack(tmp_path_factory, loopback_dns) -> Iterator[RunningStack]:
     require_servers()
     from chancery_deploy import Ports, Stack
 
     var = tmp_path_factory.mktemp("distributed")
     stack = Stack(var_dir=var, ports=Ports.find_free(),
-                  environ={**os.environ, **stack_environment(empty_dns)})
+                  environ={**os.environ, **stack_environment(loopback_dns)})
     try:
         stack.up()
         yield RunningStack("distributed", stack.base_url, stack.env["CHANCERY_BROKER_URL"])
