@@ -59,15 +59,9 @@ class CaaRefused(Exception):
 
 def make_resolver(settings: CaaSettings) -> dns.resolver.Resolver:
     """A resolver on the configured server (the system's when none is set)."""
-    if settings.resolver:
-        resolver = dns.resolver.Resolver(configure=False)
-        resolver.nameservers = [settings.resolver]
-        resolver.port = settings.port
-    else:
-        resolver = dns.resolver.Resolver()
-    resolver.lifetime = settings.timeout_seconds
-    resolver.timeout = settings.timeout_seconds
-    return resolver
+    from chancery_orders.validation import make_resolver as resolver_for
+
+    return resolver_for(settings.resolver, settings.port, settings.timeout_seconds)
 
 
 class CaaChecker:

@@ -51,6 +51,22 @@ RECHECK_BEFORE_EXPIRY = timedelta(days=30)
 ATTEMPTS_SHOWN = 20
 
 
+def make_resolver(host: str | None, port: int, timeout_seconds: float) -> dns.resolver.Resolver:
+    """The resolver every lookup of orders uses (validation and CAA): the configured
+    server (``CHANCERY_DNS_RESOLVER``/``_PORT``), else the system's; no cache, so each
+    check sees the zone as it is now."""
+    if host:
+        resolver = dns.resolver.Resolver(configure=False)
+        resolver.nameservers = [host]
+        resolver.port = port
+    else:
+        resolver = dns.resolver.Resolver()
+    resolver.timeout = timeout_seconds
+    resolver.lifetime = timeout_seconds
+    resolver.cache = None
+    return resolver
+
+
 @dataclasses.dataclass(frozen=True)
 class ValidationSettings:
     """Where checks are made from. The HTTP port and host overrides are for tests and labs
@@ -112,16 +128,8 @@ class DnsTxtChecker:
         self.settings = settings
 
     def _resolver(self) -> dns.resolver.Resolver:
-        if self.settings.dns_resolver:
-            resolver = dns.resolver.Resolver(configure=False)
-            resolver.nameservers = [self.settings.dns_resolver]
-            resolver.port = self.settings.dns_port
-        else:
-            resolver = dns.resolver.Resolver()
-        resolver.timeout = self.settings.dns_timeout_seconds
-        resolver.lifetime = self.settings.dns_timeout_seconds
-        resolver.cache = None
-        return resolver
+        return make_resolver(self.settings.dns_resolver, self.settings.dns_port,
+                             self.settings.dns_timeout_seconds)
 
     @property
     def vantage(self) -> str:
