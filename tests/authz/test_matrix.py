@@ -8,6 +8,7 @@ The matrix runs against both the embedded and the distributed stack.
 
 from __future__ import annotations
 
+import base64
 import re
 import uuid
 from collections.abc import Callable
@@ -17,6 +18,9 @@ from typing import Any
 import pytest
 from chancery_shared.service import service_classes
 from chancery_shared.testing import make_runtime
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509 import ocsp
 
 from tests.authz.world import ACCOUNT_PASSWORD, PEOPLE_PASSWORD, PRINCIPALS, World
 from tests.e2e.scenario import SETTLING_CARD, p256_csr, p256_csr_without_names
@@ -55,6 +59,19 @@ class Row:
 
 def _email(world: World, principal: str) -> str:
     return f"new-{uuid.uuid4().hex[:8]}@authz.com"
+
+
+def _ocsp_get_request(world: World) -> str:
+    """The world's issued certificate asked about over RFC 5019 GET (URL-safe base64)."""
+    if "ocsp_get_request" not in world.ids:
+        response = world.api(ADM).get(f"/api/orders/v1/orders/{world.ids['issued_order']}"
+                                      "/certificate?format=pem-chain")
+        assert response.status_code == 200, response.text
+        leaf, issuer = x509.load_pem_x509_certificates(response.content)[:2]
+        der = (ocsp.OCSPRequestBuilder().add_certificate(leaf, issuer, hashes.SHA1()).build()
+               .public_bytes(serialization.Encoding.DER))
+        world.ids["ocsp_get_request"] = base64.urlsafe_b64encode(der).decode().rstrip("=")
+    return world.ids["ocsp_get_request"]
 
 
 R = Row
@@ -192,6 +209,11 @@ ROWS: list[Row] = [
     # --- ca-signer ---------------------------------------------------------------------
     R("GET", "/api/ca/v1/issuers", statuses(200)),
     R("GET", "/ca/issuers/{issuer}.crt", everyone(200)),
+    R("GET", "/ca/crl/{issuer}.crl", everyone(200)),
+    # a JSON body is no OCSP request: answered malformedRequest, HTTP 200 (RFC 6960 A.1)
+    R("POST", "/ca/ocsp", everyone(200), body=lambda w, p: {"not": "an OCSP request"}),
+    R("GET", "/ca/ocsp/{ocsp_request}", everyone(200),
+      fresh={"ocsp_request": _ocsp_get_request}),
     # --- ledger --------------------------------------------------------------------------
     R("GET", "/api/ledger/v1/balance",
       statuses(200, limited=403, unit_admin=403, other_unit_admin=403, operator=403)),

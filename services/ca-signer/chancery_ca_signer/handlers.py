@@ -8,20 +8,24 @@ signed, and compared with what was linted after.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from chancery_shared.messaging.envelope import Context, Envelope, isoformat, utcnow
+from chancery_shared.messaging.envelope import Actor, Context, Envelope, isoformat, utcnow
 from chancery_shared.messaging.unit_of_work import UnitOfWork
 from chancery_shared.web.problems import NotFound
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from sqlalchemy import select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
-from chancery_ca_signer.model import IssuedCertificate, Issuer
+from chancery_ca_signer.model import Crl, IssuedCertificate, Issuer
+from chancery_ca_signer.pki import ocsp as ocsp_answers
+from chancery_ca_signer.pki.crl import CRL_VALIDITY, REASON_FLAGS, RevokedEntry, build_crl
 from chancery_ca_signer.pki.csr import CsrRejected, parse_csr
 from chancery_ca_signer.pki.hierarchy import create_hierarchy
 from chancery_ca_signer.pki.issuance import IssuanceRejected, issue_tls_certificate
@@ -219,6 +223,9 @@ def revoke_certificate(envelope: Envelope, uow: UnitOfWork, now: datetime | None
         record.status = "revoked"
         record.revoked_at = (now or utcnow()).replace(microsecond=0)
         record.revocation_reason = reason
+        issuer = uow.session.get(Issuer, record.issuer_id)
+        if issuer is not None:
+            issuer.crl_stale = True  # the CRL job republishes it within its check interval
     assert record.revoked_at is not None and record.revocation_reason is not None
     # SQLite forgets the zone of a stored time; every time here is UTC
     revoked_at = isoformat(record.revoked_at if record.revoked_at.tzinfo
@@ -233,3 +240,153 @@ def revoke_certificate(envelope: Envelope, uow: UnitOfWork, now: datetime | None
               data={"serial": serial, "reason": record.revocation_reason,
                     "revoked_at": revoked_at},
               correlation_id=envelope.correlation_id or record.order_id)
+
+
+# --- CRLs ----------------------------------------------------------------------------
+
+#: A CRL older than this is republished even without a revocation (BR: at least every
+#: 7 days; we do it daily).
+CRL_MAX_AGE = timedelta(hours=24)
+#: Publications kept per issuer (the newest is served; the others are the record).
+KEPT_CRLS = 5
+
+
+def as_utc(moment: datetime) -> datetime:
+    """SQLite forgets the zone of a stored time; every time here is UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@functools.lru_cache(maxsize=64)
+def _certificate(pem: str) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(pem.encode())
+
+
+def latest_crl(uow: UnitOfWork, issuer_id: str) -> Crl | None:
+    return uow.session.execute(select(Crl).where(Crl.issuer_id == issuer_id)
+                               .order_by(Crl.number.desc()).limit(1)).scalar_one_or_none()
+
+
+def publish_crl(uow: UnitOfWork, keys: KeyRing, issuer: Issuer, now: datetime) -> Crl:
+    """Build, sign, store and announce the next CRL of ``issuer``; the caller commits.
+
+    Lists every certificate of this issuer that is revoked (a root's CRL lists revoked
+    issuing CAs, none so far); the number is one more than the last, and two workers
+    publishing at once collide on the (issuer, number) key instead of both succeeding.
+    """
+    rows = uow.session.execute(
+        select(IssuedCertificate.serial, IssuedCertificate.revoked_at,
+               IssuedCertificate.revocation_reason)
+        .where(IssuedCertificate.issuer_id == issuer.id, IssuedCertificate.status == "revoked")
+        .order_by(IssuedCertificate.revoked_at)).all()
+    entries = [RevokedEntry(int(serial, 16), as_utc(revoked_at),
+                            reason if reason in REASON_FLAGS else "unspecified")
+               for serial, revoked_at, reason in rows]
+    last = uow.session.execute(select(func.max(Crl.number))
+                               .where(Crl.issuer_id == issuer.id)).scalar()
+    number = (last or 0) + 1
+    this_update = now.replace(microsecond=0)
+    signed = build_crl(_certificate(issuer.certificate_pem), keys.key_for(issuer), entries,
+                       number, this_update, this_update + CRL_VALIDITY)
+    record = Crl(issuer_id=issuer.id, number=number, this_update=this_update,
+                 next_update=this_update + CRL_VALIDITY, entries=len(entries),
+                 der=signed.public_bytes(serialization.Encoding.DER))
+    uow.session.add(record)
+    uow.session.execute(delete(Crl).where(Crl.issuer_id == issuer.id,
+                                          Crl.number <= number - KEPT_CRLS))
+    issuer.crl_stale = False
+    uow.event("ca_signer.crl.published", Context(actor=Actor.service("ca-signer"),
+                                                 account_id=None),
+              subject=("issuer", issuer.id),
+              summary=f"ca-signer published CRL number {number} of {issuer.subject} "
+                      f"listing {len(entries)} revoked certificate(s)",
+              data={"issuer_id": issuer.id, "number": number, "entries": len(entries)})
+    return record
+
+
+def publish_due_crls(uow_factory: Callable[[], UnitOfWork], keys: KeyRing,
+                     now: datetime) -> list[tuple[str, int]]:
+    """Republish each unexpired issuer's CRL that a revocation made stale or that is a day old.
+
+    Each issuer is its own transaction; one that another worker published meanwhile is
+    skipped. Returns (issuer id, CRL number) of each publication.
+    """
+    with uow_factory() as uow:
+        due = []
+        for issuer in list_issuers(uow):
+            if as_utc(issuer.not_after) <= now:
+                continue
+            latest = latest_crl(uow, issuer.id)
+            old = latest is not None and as_utc(latest.this_update) <= now - CRL_MAX_AGE
+            if issuer.crl_stale or latest is None or old:
+                due.append(issuer.id)
+    published = []
+    for issuer_id in due:
+        with uow_factory() as uow:
+            issuer = uow.session.get(Issuer, issuer_id)
+            assert issuer is not None
+            try:
+                record = publish_crl(uow, keys, issuer, now)
+                uow.commit()
+            except IntegrityError:
+                uow.rollback()
+                log.info("CRL of %s was published by another worker meanwhile", issuer_id)
+                continue
+            published.append((issuer_id, record.number))
+    return published
+
+
+def current_crl(uow: UnitOfWork, keys: KeyRing, issuer_id: str, now: datetime) -> Crl:
+    """The CRL to serve for ``issuer_id``: the newest, built now if none is current."""
+    issuer = uow.session.get(Issuer, issuer_id)
+    if issuer is None:
+        raise NotFound("no such issuer")
+    latest = latest_crl(uow, issuer_id)
+    if latest is not None and as_utc(latest.next_update) > now:
+        return latest
+    try:
+        record = publish_crl(uow, keys, issuer, now)
+        uow.commit()
+        return record
+    except IntegrityError:
+        uow.rollback()  # a concurrent request published it: serve that one
+        latest = latest_crl(uow, issuer_id)
+        assert latest is not None
+        return latest
+
+
+# --- OCSP ----------------------------------------------------------------------------
+
+
+def _certificate_state(uow: UnitOfWork, issuer_id: str,
+                       serial: int) -> ocsp_answers.CertificateState:
+    """Never "good" for a serial that was not issued: unknown unless issued or revoked."""
+    record = uow.session.get(IssuedCertificate, format(serial, "x"))
+    if record is None or record.issuer_id != issuer_id:
+        return ocsp_answers.CertificateState("unknown")
+    if record.status == "issued":
+        return ocsp_answers.CertificateState("good")
+    if record.status == "revoked" and record.revoked_at is not None:
+        return ocsp_answers.CertificateState("revoked", as_utc(record.revoked_at),
+                                             record.revocation_reason)
+    return ocsp_answers.CertificateState("unknown")  # still signing, or refused
+
+
+class _LazyKey:
+    """An issuer's key, decrypted only when this issuer has to sign an answer."""
+
+    def __init__(self, keys: KeyRing, issuer: Issuer):
+        self._keys, self._issuer = keys, issuer
+
+    def sign_ocsp_response(self, builder: Any) -> Any:
+        return self._keys.key_for(self._issuer).sign_ocsp_response(builder)
+
+
+def ocsp_answer(uow: UnitOfWork, keys: KeyRing, request_der: bytes,
+                now: datetime) -> ocsp_answers.Answer:
+    """Answer a DER OCSP request for any of our issuers, signed by that issuer."""
+    issuers = [ocsp_answers.OcspIssuer(i.id, _certificate(i.certificate_pem),
+                                       _LazyKey(keys, i))  # type: ignore[arg-type]
+               for i in list_issuers(uow)]
+    return ocsp_answers.respond(request_der, issuers,
+                                lambda issuer_id, serial: _certificate_state(uow, issuer_id,
+                                                                             serial), now)

@@ -7,7 +7,17 @@ from datetime import datetime
 from chancery_shared.db import service_metadata
 from chancery_shared.messaging.envelope import utcnow
 from chancery_shared.messaging.tables import MessagingTables
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, String, Text
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    false,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 metadata = service_metadata()
@@ -31,6 +41,8 @@ class Issuer(Base):
     not_before: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     not_after: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # set by a revocation, cleared by the next CRL publication (the CRL job republishes)
+    crl_stale: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -59,3 +71,18 @@ class IssuedCertificate(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revocation_reason: Mapped[str | None] = mapped_column(String(40))
+
+
+class Crl(Base):
+    """One published CRL of one issuer; ``number`` is the CRL number, monotonic per issuer.
+
+    Only the newest is served; a few older ones are kept for the record.
+    """
+
+    __tablename__ = "crls"
+    issuer_id: Mapped[str] = mapped_column(ForeignKey("issuers.id"), primary_key=True)
+    number: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    this_update: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    next_update: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    entries: Mapped[int] = mapped_column(Integer)
+    der: Mapped[bytes] = mapped_column(LargeBinary)

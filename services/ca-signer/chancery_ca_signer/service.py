@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 from pathlib import Path
 
 from chancery_shared import config as cfg
-from chancery_shared.messaging.envelope import Envelope
+from chancery_shared.messaging.envelope import Envelope, utcnow
 from chancery_shared.messaging.unit_of_work import UnitOfWork
 from chancery_shared.service import Runtime, Service
 
@@ -22,6 +23,8 @@ class CaSignerSettings:
     public_base_url: str = cfg.setting("CHANCERY_PUBLIC_BASE_URL", "http://pki.example.com")
     key_passphrase: str = cfg.setting("CHANCERY_CA_KEY_PASSPHRASE", "", secret=True)
     key_passphrase_file: str = cfg.setting("CHANCERY_CA_KEY_PASSPHRASE_FILE", "")
+    # how often the CRL job looks for stale (revocation) or day-old CRLs to republish
+    crl_check_seconds: float = cfg.setting("CHANCERY_CRL_CHECK_SECONDS", 60.0, parse=float)
 
     def passphrase(self) -> bytes:
         """From the secret file if given, else the variable, else the development value."""
@@ -53,6 +56,23 @@ class CaSignerService(Service):
     def message_handlers(self):
         return {"ca_signer.commands": {"ca_signer.certificate.sign": self._sign,
                                        "ca_signer.certificate.revoke": self._revoke}}
+
+    def background_jobs(self):
+        return [self._crl_job]
+
+    def _crl_job(self, stop: threading.Event) -> None:
+        """Republish stale or day-old CRLs every CHANCERY_CRL_CHECK_SECONDS."""
+        while not stop.is_set():
+            self.publish_due_crls()
+            stop.wait(self.settings.crl_check_seconds)
+
+    def publish_due_crls(self) -> list[tuple[str, int]]:
+        """One pass of the CRL job; a failure is logged and retried at the next check."""
+        try:
+            return handlers.publish_due_crls(self.uow, self.keys, utcnow())
+        except Exception:
+            log.exception("CRL publication failed; retrying at the next check")
+            return []
 
     def _sign(self, envelope: Envelope, uow: UnitOfWork) -> None:
         handlers.sign_certificate(envelope, uow, self.keys, self.settings.public_base_url)

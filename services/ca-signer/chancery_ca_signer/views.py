@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+import hashlib
+from datetime import datetime, timedelta
+
 from chancery_shared.auth.permissions import Permission
 from chancery_shared.auth.policy import public, require
+from chancery_shared.messaging.envelope import utcnow
 from chancery_shared.service import current_service
-from flask import Response
+from flask import Response, request
 from flask_smorest import Blueprint
+from werkzeug.http import http_date
 
 from chancery_ca_signer import handlers, schemas
+from chancery_ca_signer.pki import ocsp as ocsp_answers
 
 api = Blueprint("ca", __name__, url_prefix="/api/ca/v1", description="Certificate authorities")
 public_ca = Blueprint("public_ca", __name__, url_prefix="/ca",
-                      description="Public CA downloads: issuer certificates (AIA caIssuers)")
+                      description="Public CA downloads: issuer certificates (AIA caIssuers), "
+                                  "CRLs and OCSP")
+
+#: Longest time an HTTP cache may keep a CRL or an OCSP answer: revocations reach the
+#: CRL within a minute, so caches must not hold the previous one for days.
+MAX_CACHE_SECONDS = 3600
+#: Larger OCSP requests are refused as malformed (RFC 5019 requests are ~100 bytes).
+MAX_OCSP_REQUEST_BYTES = 16 * 1024
+OCSP_RESPONSE = "application/ocsp-response"
 
 
 @api.route("/issuers")
@@ -33,3 +47,67 @@ def issuer_certificate(issuer_id):
         der = handlers.issuer_certificate_der(uow, issuer_id)
     return Response(der, mimetype="application/pkix-cert",
                     headers={"Cache-Control": "public, max-age=86400"})
+
+
+def _cache_headers(payload: bytes, produced: datetime,
+                   next_update: datetime) -> dict[str, str]:
+    """Cacheable until next_update, at most MAX_CACHE_SECONDS (RFC 5019 6.2)."""
+    now = utcnow()
+    max_age = max(0, min(MAX_CACHE_SECONDS, int((next_update - now).total_seconds())))
+    return {"Cache-Control": f"public, max-age={max_age}, no-transform, must-revalidate",
+            "ETag": f'"{hashlib.sha256(payload).hexdigest()[:32]}"',
+            "Last-Modified": http_date(produced),
+            "Expires": http_date(now + timedelta(seconds=max_age))}
+
+
+@public_ca.route("/crl/<issuer_id>.crl")
+@public_ca.response(200, content_type="application/pkix-crl")
+@public
+def issuer_crl(issuer_id):
+    """An issuer's current CRL, DER encoded: the URL certificates name as CRL distribution point."""
+    service = current_service()
+    with service.uow() as uow:
+        crl = handlers.current_crl(uow, service.keys, issuer_id, utcnow())
+        der, this_update, next_update = crl.der, crl.this_update, crl.next_update
+    response = Response(der, mimetype="application/pkix-crl",
+                        headers=_cache_headers(der, handlers.as_utc(this_update),
+                                               handlers.as_utc(next_update)))
+    return response.make_conditional(request)
+
+
+def _ocsp(request_der: bytes, cacheable: bool) -> Response:
+    service = current_service()
+    now = utcnow()
+    if len(request_der) > MAX_OCSP_REQUEST_BYTES:
+        request_der = b""
+    with service.uow() as uow:
+        answer = handlers.ocsp_answer(uow, service.keys, request_der, now)
+    if cacheable and answer.next_update is not None:
+        headers = _cache_headers(answer.der, now, answer.next_update)
+    else:
+        headers = {"Cache-Control": "no-store"}
+    response = Response(answer.der, mimetype=OCSP_RESPONSE, headers=headers)
+    return response.make_conditional(request) if cacheable else response
+
+
+@public_ca.route("/ocsp", methods=["POST"])
+@public_ca.response(200, content_type=OCSP_RESPONSE)
+@public
+def ocsp_post():
+    """OCSP over POST (RFC 6960 A.1): the DER request is the body. Always HTTP 200;
+    a bad request gets an OCSP ``malformedRequest`` answer, an issuer we do not hold
+    ``unauthorized``."""
+    return _ocsp(request.get_data(cache=False), cacheable=False)
+
+
+@public_ca.route("/ocsp/<path:encoded>")
+@public_ca.response(200, content_type=OCSP_RESPONSE)
+@public
+def ocsp_get(encoded):
+    """OCSP over GET (RFC 5019): the base64 (standard or URL-safe) DER request in the path.
+    Successful answers are cacheable (Cache-Control, ETag, Expires)."""
+    try:
+        request_der = ocsp_answers.decode_get_request(encoded)
+    except ValueError:
+        request_der = b""
+    return _ocsp(request_der, cacheable=True)

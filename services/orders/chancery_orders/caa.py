@@ -132,21 +132,14 @@ class CaaChecker:
         return base, []
 
 
-_checker: CaaChecker | None = None
+def from_environment(environ: Mapping[str, str]) -> CaaChecker:
+    """The checker of one orders service, from its settings (a bad value stops the start).
 
-
-def configure(environ: Mapping[str, str]) -> CaaChecker:
-    """Read the CAA settings (at start; a bad value stops it) and make them current."""
-    global _checker
+    Each service instance owns its checker and hands it to its units of work: nothing
+    here is process-wide, so two services in one process cannot overwrite each other's.
+    """
     settings = cfg.load(CaaSettings, environ)
     if not settings.check:
         log.warning("CHANCERY_CAA_CHECK is false: certificates are signed WITHOUT CAA "
                     "checks. This is only acceptable in a lab, never for a public CA.")
-    _checker = CaaChecker(settings)
-    return _checker
-
-
-def check(names: Iterable[str]) -> None:
-    """Raise :class:`CaaRefused` when CAA forbids one of ``names`` (see the module)."""
-    checker = _checker or configure({})
-    checker.check(names)
+    return CaaChecker(settings)

@@ -727,7 +727,7 @@ def send_sign_command(uow: UnitOfWork, context: Context, order: Order, issuance:
             return False
         subject.update(organization.subject())
     try:
-        caa.check(names)
+        uow.caa.check(names)  # the service's checker (OrdersService.uow)
     except caa.CaaRefused as exc:
         _refuse_issuance(uow, context, order, issuance, f"CAA: {exc}")
         return False

@@ -12,6 +12,7 @@ import flask_smorest
 from chancery_shared import config as cfg
 from chancery_shared.messaging.consumer import Handler
 from chancery_shared.messaging.envelope import utcnow
+from chancery_shared.messaging.unit_of_work import UnitOfWork
 from chancery_shared.service import BackgroundJob, Runtime, Service
 
 from chancery_orders import (
@@ -51,9 +52,15 @@ class OrdersService(Service):
         # DNS resolver, HTTP fetch and re-check settings for domain validation
         self.domain_validation = validation.DomainValidation.from_environment(runtime.environ)
         # CAA before every signing (issuer domains, DNS resolver); logged loudly when off
-        self.caa = caa.configure(runtime.environ)
+        self.caa = caa.from_environment(runtime.environ)
         # "now" for the lifecycle rules (refund window, plans); tests move it
         self.clock: Callable[[], datetime] = utcnow
+
+    def uow(self) -> UnitOfWork:
+        """A unit of work that also carries this service's CAA checker to the handlers."""
+        uow = super().uow()
+        uow.caa = self.caa  # type: ignore[attr-defined]
+        return uow
 
     def blueprints(self) -> list[flask_smorest.Blueprint]:
         return [views.api, notice_views.api, lifecycle_views.api, validation_views.api,

@@ -139,25 +139,24 @@ def test_every_name_is_checked_and_switching_off_checks_nothing(dns_server):
 
 
 def test_issuer_domains_come_from_the_setting(dns_server):
-    settings = caa.configure({"CHANCERY_CAA_ISSUER_DOMAINS": "x.example, Other-CA.example.",
-                              "CHANCERY_DNS_RESOLVER": "127.0.0.1",
-                              "CHANCERY_DNS_PORT": str(dns_server.port)}).settings
-    try:
-        assert settings.issuer_domains == ("x.example", "Other-CA.example.")
-        caa.check(["theirs.com"])
-        with pytest.raises(caa.CaaRefused):
-            caa.check(["ours.com"])
-    finally:
-        caa.configure({"CHANCERY_CAA_CHECK": "false"})
+    checker = caa.from_environment({"CHANCERY_CAA_ISSUER_DOMAINS": "x.example, Other-CA.example.",
+                                     "CHANCERY_DNS_RESOLVER": "127.0.0.1",
+                                     "CHANCERY_DNS_PORT": str(dns_server.port)})
+    assert checker.settings.issuer_domains == ("x.example", "Other-CA.example.")
+    checker.check(["theirs.com"])
+    with pytest.raises(caa.CaaRefused):
+        checker.check(["ours.com"])
 
 
 @pytest.fixture
 def caa_on(harness, dns_server):
     """The harness's service checks CAA against the loopback server."""
-    caa.configure({"CHANCERY_DNS_RESOLVER": "127.0.0.1", "CHANCERY_DNS_PORT":
-                   str(dns_server.port), "CHANCERY_DNS_TIMEOUT_SECONDS": "1"})
+    switched_off = harness.service.caa
+    harness.service.caa = caa.from_environment({
+        "CHANCERY_DNS_RESOLVER": "127.0.0.1", "CHANCERY_DNS_PORT": str(dns_server.port),
+        "CHANCERY_DNS_TIMEOUT_SECONDS": "1"})
     yield harness
-    caa.configure({"CHANCERY_CAA_CHECK": "false"})
+    harness.service.caa = switched_off
 
 
 def test_a_caa_refusal_fails_the_order_without_a_sign_command(caa_on, order_body):
