@@ -9,9 +9,12 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
+import sys
+import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import SimpleNamespace
 from urllib.parse import quote
 
@@ -21,7 +24,7 @@ from chancery_ca_signer.model import Issuer, messaging
 from chancery_ca_signer.pki.crl import RevokedEntry, build_crl
 from chancery_ca_signer.service import CaSignerService
 from chancery_shared.messaging.envelope import Actor, Context, new_envelope
-from chancery_shared.testing import make_runtime
+from chancery_shared.testing import make_runtime, wait_for
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
@@ -334,3 +337,47 @@ def test_openssl_ocsp_reads_the_revoked_answer(ca):
     assert "revoked" in result.stdout
     assert "Reason: keyCompromise" in result.stdout
 
+
+
+def pkilint(tool: str, *args: str) -> str:
+    result = subprocess.run([str(Path(sys.executable).parent / tool), "lint", *args],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_pkilint_finds_nothing_wrong_with_the_crl_or_the_ocsp_answers(ca):
+    crl = ca.folder / "lint.crl"
+    crl.write_bytes(ca.client.get(f"/ca/crl/{ca.issuing_id}.crl").data)
+    assert pkilint("lint_crl", "-t", "CRL", "-p", "BR", str(crl)) == ""
+    for certificate in (ca.good, ca.revoked):
+        answer = ca.folder / "lint.ocsp"
+        answer.write_bytes(ask(ca, ocsp_request(certificate, ca.issuing), "POST")[0].data)
+        assert pkilint("lint_ocsp_response", str(answer)) == ""
+
+
+def test_a_request_hashed_with_sha256_is_answered_too(ca):
+    der = (ocsp.OCSPRequestBuilder().add_certificate(ca.revoked, ca.issuing, hashes.SHA256())
+           .build().public_bytes(serialization.Encoding.DER))
+
+    _, answer = ask(ca, der, "POST")
+
+    assert answer.response_status == ocsp.OCSPResponseStatus.SUCCESSFUL
+    assert answer.certificate_status == ocsp.OCSPCertStatus.REVOKED
+    assert isinstance(answer.hash_algorithm, hashes.SHA256)
+
+
+def test_the_background_job_publishes_a_revocation_on_its_own(ca):
+    [job] = ca.service.background_jobs()
+    fourth = issue(ca.service, "fourth.chancery.com")
+    revoke(ca.service, fourth, "superseded")
+    stop = threading.Event()
+    runner = threading.Thread(target=job, args=(stop,), daemon=True)
+    runner.start()
+    try:
+        wait_for(lambda: fetch_crl(ca, ca.issuing_id).get_revoked_certificate_by_serial_number(
+            fourth.serial_number), message="the revocation on the CRL")
+    finally:
+        stop.set()
+        runner.join(timeout=5)
+    assert not runner.is_alive()
