@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PACKAGES := shared deploy services/identity services/orders services/ca-signer services/ledger services/audit
 STAMP := $(VENV)/.chancery-installed
 
-.PHONY: help venv system-packages run up down status test test-unit test-e2e lint compose lock clean
+.PHONY: help venv system-packages run up down status test test-unit test-e2e lint compose lock clean bench-crl
 
 help:
 	@echo "make run     - embedded Chancery on http://127.0.0.1:$${CHANCERY_PORT:-8080} (SQLite, in-memory bus)"
@@ -43,6 +43,10 @@ test: venv system-packages
 
 test-unit: venv
 	$(BIN)/python -m pytest -m "not e2e"
+
+# Benchmarks print numbers and ratios against a baseline measured in the same run.
+bench-crl: venv
+	$(BIN)/python services/ca-signer/bench_crl.py
 
 lint: venv
 	$(BIN)/ruff check .
