@@ -8,45 +8,23 @@ advice on CSV injection).
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Iterable, Iterator
 
 from chancery_shared.messaging.envelope import isoformat
+from chancery_shared.web.csv_export import safe_cells, stream
 
 from chancery_audit.model import AuditEntry, as_utc
 
 COLUMNS = ("id", "at", "account_id", "user_id", "user_name", "ip", "service", "action",
            "target", "description", "correlation_id")
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def spreadsheet_safe(value: str) -> str:
-    """``value``, made inert when a spreadsheet would read it as a formula."""
-    return "'" + value if value.startswith(FORMULA_STARTS) else value
 
 
 def row(entry: AuditEntry) -> list[str]:
     """One entry as CSV cells, in ``COLUMNS`` order."""
-    cells = []
-    for column in COLUMNS:
-        value = isoformat(as_utc(entry.at)) if column == "at" else getattr(entry, column)
-        cells.append("" if value is None else spreadsheet_safe(str(value)))
-    return cells
+    return safe_cells(isoformat(as_utc(entry.at)) if column == "at" else getattr(entry, column)
+                      for column in COLUMNS)
 
 
 def lines(entries: Iterable[AuditEntry], *, flush_every: int = 100) -> Iterator[str]:
     """The header, then the entries, in chunks of ``flush_every`` rows (for streaming)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow(COLUMNS)
-    pending = 0
-    for entry in entries:
-        writer.writerow(row(entry))
-        pending += 1
-        if pending >= flush_every:
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
-            pending = 0
-    yield buffer.getvalue()
+    return stream(COLUMNS, entries, row, flush_every=flush_every)

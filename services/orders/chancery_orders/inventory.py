@@ -9,9 +9,7 @@ certificate" is an order's newest stored certificate.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import re
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
@@ -21,6 +19,7 @@ import idna
 from chancery_shared.auth.tokens import Principal
 from chancery_shared.messaging.envelope import isoformat
 from chancery_shared.messaging.unit_of_work import UnitOfWork
+from chancery_shared.web.csv_export import safe_cells, stream
 from chancery_shared.web.pagination import PageArgs, decode_cursor, encode_cursor
 from chancery_shared.web.problems import InvalidField
 from marshmallow import Schema, ValidationError, fields, validate
@@ -270,13 +269,6 @@ def export(uow_factory: Callable[[], UnitOfWork], principal: Principal,
 
 CSV_COLUMNS = ("id", "status", "product", "common_name", "sans", "unit", "requester",
                "price_cents", "created_at", "serial", "not_before", "not_after")
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def spreadsheet_safe(value: str) -> str:
-    """``value``, made inert when a spreadsheet would run it as a formula (OWASP: prefix
-    ``'``). Names and unit names come from people, so every cell goes through here."""
-    return "'" + value if value.startswith(FORMULA_STARTS) else value
 
 
 def csv_row(order: Order) -> list[str]:
@@ -291,21 +283,9 @@ def csv_row(order: Order) -> list[str]:
         isoformat(certificate.not_before) if certificate else "",
         isoformat(certificate.not_after) if certificate else "",
     ]
-    return [spreadsheet_safe("" if value is None else str(value)) for value in values]
+    return safe_cells(values)
 
 
 def csv_lines(orders: Iterable[Order], *, flush_every: int = 100) -> Iterator[str]:
     """The header, then the orders, in chunks of ``flush_every`` rows (for streaming)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow(CSV_COLUMNS)
-    pending = 0
-    for order in orders:
-        writer.writerow(csv_row(order))
-        pending += 1
-        if pending >= flush_every:
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
-            pending = 0
-    yield buffer.getvalue()
+    return stream(CSV_COLUMNS, orders, csv_row, flush_every=flush_every)

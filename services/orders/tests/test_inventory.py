@@ -14,6 +14,7 @@ from chancery_orders.service import OrdersService
 from chancery_shared import migrations
 from chancery_shared.auth.tokens import Principal
 from chancery_shared.testing import make_runtime
+from chancery_shared.web.csv_export import spreadsheet_safe
 from sqlalchemy import select, text
 
 from .conftest import ACCOUNT, OTHER_ACCOUNT, UNIT_A, UNIT_B
@@ -222,7 +223,7 @@ def test_csv_cells_a_spreadsheet_would_run_are_made_inert(shared_harness, invent
                                                                  "www.example.com"),
 ])
 def test_spreadsheet_safe(cell, written):
-    assert inventory.spreadsheet_safe(cell) == written
+    assert spreadsheet_safe(cell) == written
 
 
 def test_the_export_reads_every_match_batch_by_batch(shared_harness, inventory_orders):
