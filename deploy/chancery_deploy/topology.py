@@ -273,6 +273,8 @@ class AppProcess:
 
 
 TRUSTED_PROXIES_LOCAL = "127.0.0.1,::1"
+#: Unacknowledged signing commands one signer worker may hold (RabbitMQ basic.qos).
+SIGNER_PREFETCH = 2
 
 
 @dataclass(frozen=True)
@@ -361,6 +363,9 @@ class Topology:
         argv = ("chancery", kind if kind != "consumer" else "consume", svc.name)
         if kind == "consumer" and svc.name == "ca-signer":
             # The signer workers compete for the signing queue; scale them here only.
+            # Each holds at most SIGNER_PREFETCH unacknowledged commands, so work spreads
+            # over the workers and a killed one hands back little.
+            argv += ("--prefetch", str(SIGNER_PREFETCH))
             return [AppProcess(group, svc, kind, argv, env, replica=n)
                     for n in range(1, self.signer_workers + 1)]
         return [AppProcess(group, svc, kind, argv, env)]

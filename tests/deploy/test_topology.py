@@ -49,7 +49,7 @@ def test_signer_workers_are_a_parameter(workers: int) -> None:
     signers = [p for p in topology.processes()
                if p.service.name == "ca-signer" and p.kind == "consumer"]
     assert [p.name for p in signers] == [f"ca-signer-consumer-{n}" for n in range(1, workers + 1)]
-    assert {p.argv for p in signers} == {("chancery", "consume", "ca-signer")}
+    assert {p.argv for p in signers} == {("chancery", "consume", "ca-signer", "--prefetch", "2")}
     others = [p for p in topology.processes() if p.kind == "consumer" and p not in signers]
     assert len(others) == len(SERVICES) - 1
 
@@ -194,3 +194,11 @@ def test_local_gateway_listens_on_loopback_only(topology: Topology) -> None:
     assert "daemon off;" in conf and "user root root;" in conf
     for path in re.findall(r"(?:_path|pid|error_log|access_log) (/\S+)", conf):
         assert path.startswith("/srv/var/stack/"), path
+
+
+def test_signer_workers_hold_few_unacknowledged_commands() -> None:
+    topology = local_topology(Ports(), Secrets.generate(), "/v", "/v/run", signer_workers=3)
+    signers = [p for p in topology.processes() if p.group == "ca-signer-consumer"]
+    assert len(signers) == 3
+    for process in signers:
+        assert process.argv[-2:] == ("--prefetch", "2")

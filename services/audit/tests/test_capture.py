@@ -120,6 +120,19 @@ SAMPLES: dict[str, tuple[str, str, dict]] = {
         "serial": "0a1b2c", "reason": "key_compromise", "revoked_at": "2026-11-26T00:00:00Z"}),
     "ca_signer.crl.published": ("issuer", "ica-1", {"issuer_id": "ica-1", "number": 7,
                                                     "entries": 3}),
+    "ca_signer.issuer.created": ("issuer", "ica-1", {
+        "issuer_id": "ica-1", "kind": "issuing", "parent_id": "root-1",
+        "subject": "CN=Example TLS ECC Issuing CA,O=Example,C=US", "key_type": "ec-p256",
+        "key_backend": "pkcs11", "not_before": "2026-11-26T00:00:00Z",
+        "not_after": "2031-11-25T23:59:59Z"}),
+    "ca_signer.issuer.retired": ("issuer", "ica-1", {
+        "issuer_id": "ica-1", "replaced_by": "ica-2", "profiles": ["dv"]}),
+    "ca_signer.issuer.revoked": ("issuer", "ica-1", {
+        "issuer_id": "ica-1", "reason": "key_compromise", "revoked_at": "2026-11-26T00:00:00Z"}),
+    "ca_signer.profile.assigned": ("issuer", "ica-2", {
+        "profile": "ev", "issuer_id": "ica-2", "previous_issuer_id": None}),
+    "ca_signer.ocsp_responder.created": ("issuer", "ica-2", {
+        "issuer_id": "ica-2", "responder_id": "resp-1", "not_after": "2026-12-26T00:00:00Z"}),
     "ledger.deposit.settled": ("deposit", "dep-1", DEPOSIT),
     "ledger.deposit.declined": ("deposit", "dep-1", DEPOSIT),
     "ledger.deposit.pending": ("deposit", "dep-1", {**DEPOSIT, "method": "purchase_order"}),

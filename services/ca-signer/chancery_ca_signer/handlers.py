@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,70 +22,55 @@ from cryptography.hazmat.primitives import serialization
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
-from chancery_ca_signer.model import Crl, IssuedCertificate, Issuer
+from chancery_ca_signer import authorities
+from chancery_ca_signer.keyring import KeyRing
+from chancery_ca_signer.model import Crl, IssuedCertificate, Issuer, OcspResponder, OcspResponse
 from chancery_ca_signer.pki import ocsp as ocsp_answers
 from chancery_ca_signer.pki.crl import CRL_VALIDITY, REASON_FLAGS, RevokedEntry, build_crl
 from chancery_ca_signer.pki.csr import CsrRejected, parse_csr
-from chancery_ca_signer.pki.hierarchy import create_hierarchy
 from chancery_ca_signer.pki.issuance import IssuanceRejected, issue_tls_certificate
-from chancery_ca_signer.pki.keys import EncryptedPemKey
+from chancery_ca_signer.pki.keys import CaKey, CaKeyError, KeyType
+from chancery_ca_signer.pki.responder import (
+    RESPONDER_RENEW_BEFORE,
+    create_responder_certificate,
+    responder_key_type,
+)
 from chancery_ca_signer.pki.urls import issuer_id as issuer_id_of
 
 log = logging.getLogger(__name__)
 SOURCE = "ca-signer"
 
 
-class KeyRing:
-    """Decrypted CA keys, held in this process's memory only, loaded once per issuer."""
-
-    def __init__(self, passphrase: bytes):
-        self._passphrase = passphrase
-        self._keys: dict[str, EncryptedPemKey] = {}
-        self._lock = threading.Lock()
-
-    def key_for(self, issuer: Issuer) -> EncryptedPemKey:
-        with self._lock:
-            if issuer.id not in self._keys:
-                self._keys[issuer.id] = EncryptedPemKey.load(issuer.encrypted_key_pem,
-                                                             self._passphrase)
-            return self._keys[issuer.id]
-
-    @property
-    def passphrase(self) -> bytes:
-        return self._passphrase
-
-
 def _pem(cert: x509.Certificate) -> str:
     return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
-def _issuer_row(cert: x509.Certificate, key: EncryptedPemKey, kind: str,
-                parent_id: str | None) -> Issuer:
-    return Issuer(id=issuer_id_of(cert), kind=kind, parent_id=parent_id,
-                  subject=cert.subject.rfc4514_string(), certificate_pem=_pem(cert),
-                  encrypted_key_pem=key.encrypted_pem.decode(),
-                  not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc)
-
-
 def create_development_hierarchy(uow: UnitOfWork, keys: KeyRing, public_base_url: str) -> bool:
     """First start: a root and an issuing CA for development; False if CAs exist."""
-    if uow.session.execute(select(Issuer.id).limit(1)).first():
-        return False
-    hierarchy = create_hierarchy(passphrase=keys.passphrase, public_base_url=public_base_url,
-                                 organization="Chancery Development", country="US",
-                                 now=utcnow())
-    root = _issuer_row(hierarchy.root_cert, hierarchy.root_key, "root", None)
-    issuing = _issuer_row(hierarchy.issuing_cert, hierarchy.issuing_key, "issuing", root.id)
-    uow.session.add_all([root, issuing])
-    uow.commit()
-    log.warning("created a development CA hierarchy: root %s, issuing CA %s", root.id,
-                issuing.id)
-    return True
+    created = authorities.development_hierarchy(uow, keys, public_base_url, utcnow())
+    if created:
+        uow.commit()
+    return created
 
 
 def list_issuers(uow: UnitOfWork) -> list[Issuer]:
     return list(uow.session.execute(select(Issuer).order_by(Issuer.kind.desc(),
                                                             Issuer.created_at)).scalars())
+
+
+def issuer_summaries(uow: UnitOfWork) -> list[dict[str, Any]]:
+    """Every CA with the profiles it signs (an unassigned profile goes to the newest
+    active issuing CA)."""
+    issuers = list_issuers(uow)
+    signs: dict[str, list[str]] = {}
+    for profile in authorities.PROFILES:
+        issuer = authorities.issuer_for_profile(uow, profile)
+        if issuer is not None:
+            signs.setdefault(issuer.id, []).append(profile)
+    fields = ("id", "kind", "parent_id", "subject", "not_before", "not_after", "active",
+              "key_type", "key_backend", "revoked_at", "certificate_pem")
+    return [{**{name: getattr(issuer, name) for name in fields},
+             "profiles": signs.get(issuer.id, [])} for issuer in issuers]
 
 
 def issuer_certificate_der(uow: UnitOfWork, issuer_id: str) -> bytes:
@@ -95,13 +79,6 @@ def issuer_certificate_der(uow: UnitOfWork, issuer_id: str) -> bytes:
         raise NotFound("no such issuer")
     return x509.load_pem_x509_certificate(issuer.certificate_pem.encode()).public_bytes(
         serialization.Encoding.DER)
-
-
-def _issuing_ca(uow: UnitOfWork, profile: str) -> Issuer | None:
-    """The issuer of ``profile``: for now the newest active issuing CA signs every profile."""
-    return uow.session.execute(
-        select(Issuer).where(Issuer.kind == "issuing", Issuer.active.is_(True))
-        .order_by(Issuer.created_at.desc())).scalars().first()
 
 
 def _announce_issued(uow: UnitOfWork, context: Context, record: IssuedCertificate,
@@ -141,7 +118,8 @@ def sign_certificate(envelope: Envelope, uow: UnitOfWork, keys: KeyRing,
         _announce_rejected(uow, context, order_id, issuance_id,
                            record.rejection_reason or "rejected", record.lint_findings or [])
         return
-    issuer = _issuing_ca(uow, data["profile"])
+    issuer = (uow.session.get(Issuer, record.issuer_id) if record is not None
+              else authorities.issuer_for_profile(uow, data["profile"]))
     if issuer is None:
         _announce_rejected(uow, context, order_id, issuance_id,
                            "no issuing CA is configured for this profile", [])
@@ -166,18 +144,38 @@ def sign_certificate(envelope: Envelope, uow: UnitOfWork, keys: KeyRing,
     subject = data.get("subject") or {}
     organization = {k: v for k, v in subject.items() if k != "common_name"}
     requested = data.get("not_after")
+    if record.tbs_der is not None and record.not_before is not None:
+        # A retry after a crash between the intent and the signature: build the same
+        # certificate again (same serial, same notBefore), so what is signed is what
+        # was recorded and linted.
+        now = as_utc(record.not_before)
+
+    def record_intent(linted: x509.Certificate) -> None:
+        """The to-be-signed certificate is durable before the CA key signs it."""
+        if record.tbs_der is not None and record.tbs_der != linted.tbs_certificate_bytes:
+            log.warning("issuance %s: the retried certificate differs from the recorded "
+                        "intent (the issuer changed?); recording the new one", issuance_id)
+        record.tbs_der = linted.tbs_certificate_bytes
+        record.not_before = linted.not_valid_before_utc
+        record.not_after = linted.not_valid_after_utc
+        uow.session.commit()
+
     try:
         issued = issue_tls_certificate(
-            x509.load_pem_x509_certificate(issuer.certificate_pem.encode()),
+            _certificate(issuer.certificate_pem),
             keys.key_for(issuer), csr, list(data["sans"]), data["profile"], organization or None,
             now or utcnow(), datetime.fromisoformat(requested) if requested else None,
-            public_base_url, serial=int(record.serial, 16), include_common_name=False)
+            public_base_url, serial=int(record.serial, 16), include_common_name=False,
+            before_signing=record_intent)
     except IssuanceRejected as exc:
         findings = [f.as_dict() for f in exc.findings]
         record.status, record.rejection_reason, record.lint_findings = "rejected", exc.reason, \
             findings
         _announce_rejected(uow, context, order_id, issuance_id, exc.reason, findings)
         return
+    if issued.certificate.tbs_certificate_bytes != record.tbs_der:
+        raise RuntimeError(f"issuance {issuance_id}: the signed certificate is not the "
+                           "recorded intent; nothing is announced")
     record.status = "issued"
     record.certificate_pem = issued.pem
     record.not_before, record.not_after = issued.not_before, issued.not_after
@@ -226,6 +224,9 @@ def revoke_certificate(envelope: Envelope, uow: UnitOfWork, now: datetime | None
         issuer = uow.session.get(Issuer, record.issuer_id)
         if issuer is not None:
             issuer.crl_stale = True  # the CRL job republishes it within its check interval
+        # a cached "good" answer must not outlive the revocation
+        uow.session.execute(delete(OcspResponse).where(
+            OcspResponse.issuer_id == record.issuer_id, OcspResponse.serial == serial))
     assert record.revoked_at is not None and record.revocation_reason is not None
     # SQLite forgets the zone of a stored time; every time here is UTC
     revoked_at = isoformat(record.revoked_at if record.revoked_at.tzinfo
@@ -266,36 +267,56 @@ def latest_crl(uow: UnitOfWork, issuer_id: str) -> Crl | None:
                                .order_by(Crl.number.desc()).limit(1)).scalar_one_or_none()
 
 
-def publish_crl(uow: UnitOfWork, keys: KeyRing, issuer: Issuer, now: datetime) -> Crl:
-    """Build, sign, store and announce the next CRL of ``issuer``; the caller commits.
-
-    Lists every certificate of this issuer that is revoked (a root's CRL lists revoked
-    issuing CAs, none so far); the number is one more than the last, and two workers
-    publishing at once collide on the (issuer, number) key instead of both succeeding.
-    """
+def _crl_entries(uow: UnitOfWork, issuer: Issuer) -> list[RevokedEntry]:
+    """What ``issuer``'s CRL lists: its revoked certificates, or for a root its revoked
+    issuing CAs."""
+    if issuer.kind == "root":
+        children = uow.session.execute(select(Issuer).where(
+            Issuer.parent_id == issuer.id, Issuer.revoked_at.is_not(None))).scalars()
+        return [RevokedEntry(_certificate(child.certificate_pem).serial_number,
+                             as_utc(child.revoked_at),  # type: ignore[arg-type]
+                             child.revocation_reason if child.revocation_reason in REASON_FLAGS
+                             else "unspecified")
+                for child in children]
     rows = uow.session.execute(
         select(IssuedCertificate.serial, IssuedCertificate.revoked_at,
                IssuedCertificate.revocation_reason)
         .where(IssuedCertificate.issuer_id == issuer.id, IssuedCertificate.status == "revoked")
         .order_by(IssuedCertificate.revoked_at)).all()
-    entries = [RevokedEntry(int(serial, 16), as_utc(revoked_at),
-                            reason if reason in REASON_FLAGS else "unspecified")
-               for serial, revoked_at, reason in rows]
+    return [RevokedEntry(int(serial, 16), as_utc(revoked_at),
+                         reason if reason in REASON_FLAGS else "unspecified")
+            for serial, revoked_at, reason in rows]
+
+
+def publish_crl(uow: UnitOfWork, keys: KeyRing | None, issuer: Issuer, now: datetime, *,
+                key: CaKey | None = None, validity: timedelta = CRL_VALIDITY,
+                context: Context | None = None) -> Crl:
+    """Build, sign, store and announce the next CRL of ``issuer``; the caller commits.
+
+    Signed with ``key`` when given (``chancery-ca`` bringing an offline root's key), else
+    with the issuer's key from ``keys``. The number is one more than the last, and two
+    workers publishing at once collide on the (issuer, number) key instead of both
+    succeeding.
+    """
+    entries = _crl_entries(uow, issuer)
     last = uow.session.execute(select(func.max(Crl.number))
                                .where(Crl.issuer_id == issuer.id)).scalar()
     number = (last or 0) + 1
     this_update = now.replace(microsecond=0)
-    signed = build_crl(_certificate(issuer.certificate_pem), keys.key_for(issuer), entries,
-                       number, this_update, this_update + CRL_VALIDITY)
+    if key is None:
+        assert keys is not None
+        key = keys.key_for(issuer)
+    signed = build_crl(_certificate(issuer.certificate_pem), key, entries, number, this_update,
+                       this_update + validity)
     record = Crl(issuer_id=issuer.id, number=number, this_update=this_update,
-                 next_update=this_update + CRL_VALIDITY, entries=len(entries),
+                 next_update=this_update + validity, entries=len(entries),
                  der=signed.public_bytes(serialization.Encoding.DER))
     uow.session.add(record)
     uow.session.execute(delete(Crl).where(Crl.issuer_id == issuer.id,
                                           Crl.number <= number - KEPT_CRLS))
     issuer.crl_stale = False
-    uow.event("ca_signer.crl.published", Context(actor=Actor.service("ca-signer"),
-                                                 account_id=None),
+    uow.event("ca_signer.crl.published",
+              context or Context(actor=Actor.service("ca-signer"), account_id=None),
               subject=("issuer", issuer.id),
               summary=f"ca-signer published CRL number {number} of {issuer.subject} "
                       f"listing {len(entries)} revoked certificate(s)",
@@ -303,12 +324,18 @@ def publish_crl(uow: UnitOfWork, keys: KeyRing, issuer: Issuer, now: datetime) -
     return record
 
 
+#: Warn this long before an offline root's CRL runs out (someone must bring the root key).
+ROOT_CRL_WARNING = timedelta(days=30)
+
+
 def publish_due_crls(uow_factory: Callable[[], UnitOfWork], keys: KeyRing,
                      now: datetime) -> list[tuple[str, int]]:
     """Republish each unexpired issuer's CRL that a revocation made stale or that is a day old.
 
     Each issuer is its own transaction; one that another worker published meanwhile is
-    skipped. Returns (issuer id, CRL number) of each publication.
+    skipped. An offline root is only checked: its CRL is signed by ``chancery-ca``, and a
+    warning is logged daily from 30 days before it runs out. Returns (issuer id, CRL
+    number) of each publication.
     """
     with uow_factory() as uow:
         due = []
@@ -316,6 +343,13 @@ def publish_due_crls(uow_factory: Callable[[], UnitOfWork], keys: KeyRing,
             if as_utc(issuer.not_after) <= now:
                 continue
             latest = latest_crl(uow, issuer.id)
+            if not keys.has_online_key(issuer):
+                if latest is None or as_utc(latest.next_update) <= now + ROOT_CRL_WARNING:
+                    log.warning("the CRL of offline CA %s %s; sign a new one with "
+                                "`chancery-ca sign-root-crl`", issuer.id,
+                                "is missing" if latest is None else
+                                f"runs out at {isoformat(as_utc(latest.next_update))}")
+                continue
             old = latest is not None and as_utc(latest.this_update) <= now - CRL_MAX_AGE
             if issuer.crl_stale or latest is None or old:
                 due.append(issuer.id)
@@ -336,13 +370,20 @@ def publish_due_crls(uow_factory: Callable[[], UnitOfWork], keys: KeyRing,
 
 
 def current_crl(uow: UnitOfWork, keys: KeyRing, issuer_id: str, now: datetime) -> Crl:
-    """The CRL to serve for ``issuer_id``: the newest, built now if none is current."""
+    """The CRL to serve for ``issuer_id``: the newest, built now if none is current.
+
+    An offline root's CRL cannot be built here: its newest one is served (the CRL job
+    warns well before it runs out).
+    """
     issuer = uow.session.get(Issuer, issuer_id)
     if issuer is None:
         raise NotFound("no such issuer")
     latest = latest_crl(uow, issuer_id)
-    if latest is not None and as_utc(latest.next_update) > now:
+    if latest is not None and (as_utc(latest.next_update) > now
+                               or not keys.has_online_key(issuer)):
         return latest
+    if not keys.has_online_key(issuer):
+        raise NotFound("no CRL has been published for this issuer yet")
     try:
         record = publish_crl(uow, keys, issuer, now)
         uow.commit()
@@ -355,6 +396,10 @@ def current_crl(uow: UnitOfWork, keys: KeyRing, issuer_id: str, now: datetime) -
 
 
 # --- OCSP ----------------------------------------------------------------------------
+
+#: A cached answer is re-signed once it is this old (answers are valid OCSP_VALIDITY,
+#: 4 days): clients and HTTP caches always get one with days left.
+OCSP_REFRESH_AFTER = timedelta(days=1)
 
 
 def _certificate_state(uow: UnitOfWork, issuer_id: str,
@@ -371,22 +416,129 @@ def _certificate_state(uow: UnitOfWork, issuer_id: str,
     return ocsp_answers.CertificateState("unknown")  # still signing, or refused
 
 
-class _LazyKey:
-    """An issuer's key, decrypted only when this issuer has to sign an answer."""
+def create_ocsp_responder(uow: UnitOfWork, keys: KeyRing, issuer: Issuer,
+                          now: datetime) -> OcspResponder:
+    """A new delegated responder for ``issuer``: a fresh software key and a certificate
+    the issuer signs (the one use of the CA key for OCSP). The caller commits."""
+    key = keys.new_software_key(responder_key_type(KeyType(issuer.key_type or KeyType
+                                                           .from_public_key(_certificate(
+                                                               issuer.certificate_pem)
+                                                               .public_key()))))
+    cert = create_responder_certificate(_certificate(issuer.certificate_pem),
+                                        keys.key_for(issuer), key.public_key(), now=now)
+    responder = OcspResponder(id=issuer_id_of(cert), issuer_id=issuer.id,
+                              certificate_pem=_pem(cert),
+                              encrypted_key_pem=key.encrypted_pem.decode(),
+                              not_before=cert.not_valid_before_utc,
+                              not_after=cert.not_valid_after_utc)
+    uow.session.add(responder)
+    uow.event("ca_signer.ocsp_responder.created",
+              Context(actor=Actor.service("ca-signer"), account_id=None),
+              subject=("issuer", issuer.id),
+              summary=f"ca-signer issued a new OCSP responder certificate for "
+                      f"{issuer.subject}, valid until {isoformat(cert.not_valid_after_utc)}",
+              data={"issuer_id": issuer.id, "responder_id": responder.id,
+                    "not_after": isoformat(cert.not_valid_after_utc)})
+    return responder
 
-    def __init__(self, keys: KeyRing, issuer: Issuer):
-        self._keys, self._issuer = keys, issuer
 
-    def sign_ocsp_response(self, builder: Any) -> Any:
-        return self._keys.key_for(self._issuer).sign_ocsp_response(builder)
+def _current_responder(uow: UnitOfWork, issuer_id: str, now: datetime,
+                       margin: timedelta) -> OcspResponder | None:
+    """The newest responder of the issuer still valid ``margin`` from now."""
+    return uow.session.execute(
+        select(OcspResponder).where(OcspResponder.issuer_id == issuer_id,
+                                    OcspResponder.not_after > now + margin,
+                                    OcspResponder.not_before <= now)
+        .order_by(OcspResponder.not_after.desc()).limit(1)).scalar_one_or_none()
+
+
+def renew_ocsp_responders(uow_factory: Callable[[], UnitOfWork], keys: KeyRing,
+                          now: datetime) -> list[str]:
+    """Give each issuing CA that can sign a responder valid for RESPONDER_RENEW_BEFORE
+    more; returns the issuers that got a new one."""
+    with uow_factory() as uow:
+        due = [issuer.id for issuer in list_issuers(uow)
+               if issuer.kind == "issuing" and keys.has_online_key(issuer)
+               and issuer.revoked_at is None and as_utc(issuer.not_after) > now
+               and _current_responder(uow, issuer.id, now, RESPONDER_RENEW_BEFORE) is None]
+    renewed = []
+    for issuer_id in due:
+        with uow_factory() as uow:
+            issuer = uow.session.get(Issuer, issuer_id)
+            assert issuer is not None
+            create_ocsp_responder(uow, keys, issuer, now)
+            uow.commit()
+            renewed.append(issuer_id)
+    return renewed
+
+
+@functools.lru_cache(maxsize=32)
+def _ocsp_issuer(issuer_id: str, certificate_pem: str) -> ocsp_answers.OcspIssuer:
+    return ocsp_answers.OcspIssuer(issuer_id, _certificate(certificate_pem))
+
+
+def _ocsp_issuers(uow: UnitOfWork) -> list[ocsp_answers.OcspIssuer]:
+    rows = uow.session.execute(select(Issuer.id, Issuer.certificate_pem)).all()
+    return [_ocsp_issuer(issuer_id, pem) for issuer_id, pem in rows]
+
+
+def _signer(uow: UnitOfWork, keys: KeyRing, issuer: Issuer,
+            now: datetime) -> ocsp_answers.Responder | None:
+    """Who signs the issuer's answers: its delegated responder (made on the spot if it
+    has none valid past the answer's nextUpdate), or None if the issuer cannot sign."""
+    row = _current_responder(uow, issuer.id, now, ocsp_answers.OCSP_VALIDITY)
+    if row is None:
+        if not keys.has_online_key(issuer) or issuer.kind != "issuing":
+            return None
+        row = create_ocsp_responder(uow, keys, issuer, now)
+    return ocsp_answers.Responder(_certificate(row.certificate_pem), keys.key_for(row))
 
 
 def ocsp_answer(uow: UnitOfWork, keys: KeyRing, request_der: bytes,
                 now: datetime) -> ocsp_answers.Answer:
-    """Answer a DER OCSP request for any of our issuers, signed by that issuer."""
-    issuers = [ocsp_answers.OcspIssuer(i.id, _certificate(i.certificate_pem),
-                                       _LazyKey(keys, i))  # type: ignore[arg-type]
-               for i in list_issuers(uow)]
-    return ocsp_answers.respond(request_der, issuers,
-                                lambda issuer_id, serial: _certificate_state(uow, issuer_id,
-                                                                             serial), now)
+    """Answer a DER OCSP request for any of our issuing CAs, signed by its responder.
+
+    A good or revoked answer is kept and served again until it is OCSP_REFRESH_AFTER
+    old; a revocation drops it. Requests about an offline root get ``unauthorized``
+    (its issuing CAs' status is on the root CRL).
+    """
+    unsuccessful = ocsp_answers.error_response
+    try:
+        request = ocsp_answers.parse_request(request_der)
+        found = ocsp_answers.find_issuer(request, _ocsp_issuers(uow))
+    except ocsp_answers.MalformedRequest:
+        return ocsp_answers.Answer(unsuccessful(ocsp_answers.ocsp.OCSPResponseStatus
+                                                .MALFORMED_REQUEST))
+    if found is None:
+        return ocsp_answers.Answer(unsuccessful(ocsp_answers.ocsp.OCSPResponseStatus
+                                                .UNAUTHORIZED))
+    key = (found.id, format(request.serial_number, "x"), request.hash_algorithm.name)
+    cached = uow.session.get(OcspResponse, key)
+    if cached is not None and as_utc(cached.this_update) > now - OCSP_REFRESH_AFTER:
+        return ocsp_answers.Answer(cached.der, as_utc(cached.next_update))
+    issuer = uow.session.get(Issuer, found.id)
+    assert issuer is not None
+    try:
+        responder = _signer(uow, keys, issuer, now)
+    except CaKeyError:
+        log.exception("cannot sign OCSP answers for %s", issuer.id)
+        responder = None
+    if responder is None:
+        return ocsp_answers.Answer(unsuccessful(ocsp_answers.ocsp.OCSPResponseStatus
+                                                .UNAUTHORIZED))
+    state = _certificate_state(uow, found.id, request.serial_number)
+    answer = ocsp_answers.sign_answer(
+        request, ocsp_answers.OcspIssuer(found.id, found.certificate, responder=responder),
+        state, now)
+    if state.status in ("good", "revoked"):
+        if cached is None:
+            cached = OcspResponse(issuer_id=key[0], serial=key[1], hash_algorithm=key[2])
+            uow.session.add(cached)
+        cached.status, cached.der = state.status, answer.der
+        cached.this_update = now.replace(microsecond=0)
+        cached.next_update = answer.next_update
+    try:
+        uow.commit()
+    except IntegrityError:
+        uow.rollback()  # another worker stored the same answer meanwhile: ours is as good
+    return answer

@@ -29,7 +29,15 @@ class Base(DeclarativeBase):
 
 
 class Issuer(Base):
-    """A CA certificate with its private key, encrypted at rest (PKCS#8, passphrase)."""
+    """A CA certificate and where its private key is.
+
+    ``key_backend``: ``software`` (``encrypted_key_pem``: PKCS#8 encrypted under the
+    service passphrase), ``pkcs11`` (``key_reference``: the key's PKCS#11 URI in the
+    HSM) or ``offline`` (a root: its key is not on this system at all, and what it signs
+    — issuing CAs, the root CRL — is signed by ``chancery-ca`` on the operator's
+    machine). ``active``: it signs new certificates (a rotated-out or revoked issuing CA
+    keeps answering OCSP and publishing CRLs for what it issued until it expires).
+    """
 
     __tablename__ = "issuers"
     id: Mapped[str] = mapped_column(String(32), primary_key=True)  # from the SKI
@@ -37,10 +45,17 @@ class Issuer(Base):
     parent_id: Mapped[str | None] = mapped_column(ForeignKey("issuers.id"))
     subject: Mapped[str] = mapped_column(Text)
     certificate_pem: Mapped[str] = mapped_column(Text)
-    encrypted_key_pem: Mapped[str] = mapped_column(Text)
+    key_type: Mapped[str | None] = mapped_column(String(16))
+    key_backend: Mapped[str] = mapped_column(String(16), default="software",
+                                             server_default="software")
+    encrypted_key_pem: Mapped[str | None] = mapped_column(Text)
+    key_reference: Mapped[str | None] = mapped_column(Text)
     not_before: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     not_after: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # an issuing CA revoked by its root (listed on the root's CRL)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revocation_reason: Mapped[str | None] = mapped_column(String(40))
     # set by a revocation, cleared by the next CRL publication (the CRL job republishes)
     crl_stale: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -71,6 +86,57 @@ class IssuedCertificate(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revocation_reason: Mapped[str | None] = mapped_column(String(40))
+    # the linted to-be-signed certificate, recorded with the intent before the CA signs:
+    # a retry after a crash signs these same bytes again, never a different certificate
+    tbs_der: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+
+class ProfileIssuer(Base):
+    """Which issuing CA signs each profile (``dv``, ``ov``, ``ev``, ``private``).
+
+    Set by ``chancery-ca assign-profile`` and moved by ``rotate-issuing``. A profile
+    with no row is signed by the newest active issuing CA.
+    """
+
+    __tablename__ = "profile_issuers"
+    profile: Mapped[str] = mapped_column(String(20), primary_key=True)
+    issuer_id: Mapped[str] = mapped_column(ForeignKey("issuers.id"))
+    assigned_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class OcspResponder(Base):
+    """A delegated OCSP responder of one issuing CA: a short-lived certificate issued by
+    the CA and its software key (PKCS#8 encrypted under the service passphrase).
+    The newest unexpired one signs; a new one is made before the current one nears its end.
+    """
+
+    __tablename__ = "ocsp_responders"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # from the SKI
+    issuer_id: Mapped[str] = mapped_column(ForeignKey("issuers.id"), index=True)
+    certificate_pem: Mapped[str] = mapped_column(Text)
+    encrypted_key_pem: Mapped[str] = mapped_column(Text)
+    not_before: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    not_after: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class OcspResponse(Base):
+    """A signed OCSP answer kept for re-serving until it is due for refresh.
+
+    One per issuer, serial and CertID hash (the answer must echo the request's hash).
+    Only ``good`` and ``revoked`` answers are kept (an unknown serial costs nothing to
+    store). A revocation deletes the serial's rows in the same transaction, so a cached
+    answer never contradicts the records.
+    """
+
+    __tablename__ = "ocsp_responses"
+    issuer_id: Mapped[str] = mapped_column(ForeignKey("issuers.id"), primary_key=True)
+    serial: Mapped[str] = mapped_column(String(64), primary_key=True)
+    hash_algorithm: Mapped[str] = mapped_column(String(16), primary_key=True)
+    status: Mapped[str] = mapped_column(String(10))
+    der: Mapped[bytes] = mapped_column(LargeBinary)
+    this_update: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    next_update: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class Crl(Base):

@@ -13,6 +13,7 @@ from chancery_shared.messaging.unit_of_work import UnitOfWork
 from chancery_shared.service import Runtime, Service
 
 from chancery_ca_signer import handlers, model, views
+from chancery_ca_signer.keyring import KeyRing, Pkcs11Settings
 
 log = logging.getLogger(__name__)
 DEV_PASSPHRASE = "chancery-dev-ca-key-passphrase"
@@ -24,7 +25,12 @@ class CaSignerSettings:
     key_passphrase: str = cfg.setting("CHANCERY_CA_KEY_PASSPHRASE", "", secret=True)
     key_passphrase_file: str = cfg.setting("CHANCERY_CA_KEY_PASSPHRASE_FILE", "")
     # how often the CRL job looks for stale (revocation) or day-old CRLs to republish
+    # (and for OCSP responder certificates to renew)
     crl_check_seconds: float = cfg.setting("CHANCERY_CRL_CHECK_SECONDS", 60.0, parse=float)
+    # PKCS#11: the module (e.g. /usr/lib/softhsm/libsofthsm2.so) and the token's user PIN
+    pkcs11_module: str = cfg.setting("CHANCERY_PKCS11_MODULE", "")
+    pkcs11_pin: str = cfg.setting("CHANCERY_PKCS11_PIN", "", secret=True)
+    pkcs11_pin_file: str = cfg.setting("CHANCERY_PKCS11_PIN_FILE", "")
 
     def passphrase(self) -> bytes:
         """From the secret file if given, else the variable, else the development value."""
@@ -34,6 +40,16 @@ class CaSignerSettings:
             return self.key_passphrase.encode()
         log.warning("CA keys use the development passphrase; set CHANCERY_CA_KEY_PASSPHRASE_FILE")
         return DEV_PASSPHRASE.encode()
+
+    def pkcs11(self) -> Pkcs11Settings | None:
+        """The HSM settings, or None when no PKCS#11 module is configured."""
+        if not self.pkcs11_module:
+            return None
+        if self.pkcs11_pin_file:
+            pin = Path(self.pkcs11_pin_file).read_bytes().strip()
+        else:
+            pin = self.pkcs11_pin.encode()
+        return Pkcs11Settings(self.pkcs11_module, pin)
 
 
 class CaSignerService(Service):
@@ -48,7 +64,7 @@ class CaSignerService(Service):
     def __init__(self, runtime: Runtime):
         super().__init__(runtime)
         self.settings = cfg.load(CaSignerSettings, runtime.environ)
-        self.keys = handlers.KeyRing(self.settings.passphrase())
+        self.keys = KeyRing(self.settings.passphrase(), self.settings.pkcs11())
 
     def blueprints(self):
         return [views.api, views.public_ca]
@@ -61,9 +77,11 @@ class CaSignerService(Service):
         return [self._crl_job]
 
     def _crl_job(self, stop: threading.Event) -> None:
-        """Republish stale or day-old CRLs every CHANCERY_CRL_CHECK_SECONDS."""
+        """Every CHANCERY_CRL_CHECK_SECONDS: republish stale or day-old CRLs, renew
+        OCSP responder certificates nearing their end."""
         while not stop.is_set():
             self.publish_due_crls()
+            self.renew_ocsp_responders()
             stop.wait(self.settings.crl_check_seconds)
 
     def publish_due_crls(self) -> list[tuple[str, int]]:
@@ -72,6 +90,13 @@ class CaSignerService(Service):
             return handlers.publish_due_crls(self.uow, self.keys, utcnow())
         except Exception:
             log.exception("CRL publication failed; retrying at the next check")
+            return []
+
+    def renew_ocsp_responders(self) -> list[str]:
+        try:
+            return handlers.renew_ocsp_responders(self.uow, self.keys, utcnow())
+        except Exception:
+            log.exception("OCSP responder renewal failed; retrying at the next check")
             return []
 
     def _sign(self, envelope: Envelope, uow: UnitOfWork) -> None:

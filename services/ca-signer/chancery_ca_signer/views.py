@@ -35,7 +35,7 @@ def list_issuers():
     """The CAs of this deployment: roots and issuing CAs, with their certificates."""
     require(Permission.READ_ISSUERS)
     with current_service().uow() as uow:
-        return {"items": handlers.list_issuers(uow), "next_cursor": None}
+        return {"items": handlers.issuer_summaries(uow), "next_cursor": None}
 
 
 @public_ca.route("/issuers/<issuer_id>.crt")

@@ -240,7 +240,16 @@ def ask(ca, der: bytes, method: str):
 
 
 def verify_signature(answer: ocsp.OCSPResponse, issuer: x509.Certificate) -> None:
-    key = issuer.public_key()
+    """Signed by a delegated responder: its certificate travels in the answer, was issued
+    by ``issuer`` for OCSP signing only, and its key made the signature."""
+    [responder] = answer.certificates
+    responder.verify_directly_issued_by(issuer)
+    assert (responder.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+            == x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.OCSP_SIGNING]))
+    responder.extensions.get_extension_for_class(x509.OCSPNoCheck)
+    assert answer.responder_key_hash == x509.SubjectKeyIdentifier.from_public_key(
+        responder.public_key()).digest
+    key = responder.public_key()
     if isinstance(key, rsa.RSAPublicKey):
         key.verify(answer.signature, answer.tbs_response_bytes, padding.PKCS1v15(),
                    answer.signature_hash_algorithm)
@@ -266,8 +275,8 @@ def test_ocsp_answers_each_serial_with_what_the_records_say(ca, method, which, e
 
     assert answer.response_status == ocsp.OCSPResponseStatus.SUCCESSFUL
     assert answer.certificate_status == expected
-    verify_signature(answer, ca.issuing)
-    assert answer.responder_key_hash == ca.issuing.extensions.get_extension_for_class(
+    verify_signature(answer, ca.issuing)  # by the delegated responder, not the CA key
+    assert answer.responder_key_hash != ca.issuing.extensions.get_extension_for_class(
         x509.SubjectKeyIdentifier).value.digest
     assert timedelta(hours=8) <= answer.next_update_utc - answer.this_update_utc \
         <= timedelta(days=10)
@@ -319,9 +328,20 @@ def test_a_request_about_another_ca_is_unauthorized(ca):
         assert answer.response_status == ocsp.OCSPResponseStatus.UNAUTHORIZED
 
 
-def test_openssl_ocsp_reads_the_revoked_answer(ca):
-    pem = ca.folder / "revoked.pem"
-    pem.write_bytes(ca.revoked.public_bytes(serialization.Encoding.PEM))
+@pytest.mark.parametrize("which, status", [("revoked", "revoked"), ("good", "good"),
+                                           ("never issued", "unknown")])
+def test_openssl_ocsp_verifies_the_answer_through_the_delegated_responder(ca, which, status):
+    certificate = ca.good if which == "good" else ca.revoked
+    if which == "never issued":  # names our issuer, with a serial we never issued
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.now(UTC)
+        stranger = (x509.CertificateBuilder().subject_name(ca.good.subject)
+                    .issuer_name(ca.issuing.subject).public_key(key.public_key())
+                    .serial_number(x509.random_serial_number()).not_valid_before(now)
+                    .not_valid_after(now + timedelta(days=1)).sign(key, hashes.SHA256()))
+        certificate = stranger
+    pem = ca.folder / f"{status}.pem"
+    pem.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     issuing = ca.folder / "issuing.pem"
     issuing.write_bytes(ca.issuing.public_bytes(serialization.Encoding.PEM))
     request = ca.folder / "request.der"
@@ -334,8 +354,9 @@ def test_openssl_ocsp_reads_the_revoked_answer(ca):
                              str(issuing), "-cert", str(pem), "-CAfile", str(ca.chain)],
                             capture_output=True, text=True)
     assert "Response verify OK" in result.stderr + result.stdout, result.stderr
-    assert "revoked" in result.stdout
-    assert "Reason: keyCompromise" in result.stdout
+    assert f"{pem}: {status}" in result.stdout, result.stdout
+    if status == "revoked":
+        assert "Reason: keyCompromise" in result.stdout
 
 
 
@@ -381,3 +402,73 @@ def test_the_background_job_publishes_a_revocation_on_its_own(ca):
         stop.set()
         runner.join(timeout=5)
     assert not runner.is_alive()
+
+
+# --- delegated responders and the answer cache ----------------------------------------
+
+
+def responders(ca) -> list:
+    from chancery_ca_signer.model import OcspResponder
+
+    with ca.service.uow() as uow:
+        return [(r.id, handlers.as_utc(r.not_after)) for r in uow.session.execute(
+            select(OcspResponder).where(OcspResponder.issuer_id == ca.issuing_id)
+            .order_by(OcspResponder.not_after)).scalars()]
+
+
+def test_the_responder_certificate_passes_pkilint_as_an_ocsp_responder(ca):
+    from chancery_ca_signer.pki.lint import lint_certificate
+
+    [responder] = ask(ca, ocsp_request(ca.good, ca.issuing), "POST")[1].certificates
+    report = lint_certificate(responder.public_bytes(serialization.Encoding.DER),
+                              "OCSP_RESPONDER")
+    assert report.ok, report.summary()
+    assert responder.not_valid_after_utc - responder.not_valid_before_utc <= timedelta(days=30)
+
+
+def test_a_repeated_question_gets_the_cached_answer_until_it_is_due_for_refresh(ca):
+    der = ocsp_request(ca.good, ca.issuing)
+    now = datetime.now(UTC)
+    with ca.service.uow() as uow:
+        first = handlers.ocsp_answer(uow, ca.service.keys, der, now)
+    with ca.service.uow() as uow:
+        again = handlers.ocsp_answer(uow, ca.service.keys, der, now + timedelta(hours=2))
+    with ca.service.uow() as uow:
+        refreshed = handlers.ocsp_answer(uow, ca.service.keys, der,
+                                         now + handlers.OCSP_REFRESH_AFTER + timedelta(hours=1))
+
+    assert again.der == first.der
+    assert refreshed.der != first.der
+    assert (ocsp.load_der_ocsp_response(refreshed.der).this_update_utc
+            > ocsp.load_der_ocsp_response(first.der).this_update_utc)
+
+
+def test_a_revocation_replaces_the_cached_good_answer_at_once(ca):
+    certificate = issue(ca.service, "cached.chancery.com")
+    der = ocsp_request(certificate, ca.issuing)
+    assert ask(ca, der, "POST")[1].certificate_status == ocsp.OCSPCertStatus.GOOD
+
+    revoke(ca.service, certificate, "superseded")
+
+    _, answer = ask(ca, der, "POST")
+    assert answer.certificate_status == ocsp.OCSPCertStatus.REVOKED
+    assert answer.revocation_reason == x509.ReasonFlags.superseded
+
+
+def test_the_job_renews_the_responder_before_it_runs_out_and_answers_use_the_new_one(ca):
+    ask(ca, ocsp_request(ca.good, ca.issuing), "POST")  # makes sure one responder exists
+    [(current, not_after)] = responders(ca)[-1:]
+    assert handlers.renew_ocsp_responders(ca.service.uow, ca.service.keys,
+                                          datetime.now(UTC)) == []
+
+    later = not_after - timedelta(days=9)  # inside the renewal window
+    assert handlers.renew_ocsp_responders(ca.service.uow, ca.service.keys,
+                                          later) == [ca.issuing_id]
+
+    newest, _ = responders(ca)[-1]
+    assert newest != current
+    with ca.service.uow() as uow:
+        answer = handlers.ocsp_answer(uow, ca.service.keys,
+                                      ocsp_request(ca.revoked, ca.issuing), later)
+    [signer] = ocsp.load_der_ocsp_response(answer.der).certificates
+    assert handlers.issuer_id_of(signer) == newest

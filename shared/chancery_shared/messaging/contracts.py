@@ -341,6 +341,51 @@ class CrlPublished(Payload):
     number = fields.Integer(required=True)
     entries = fields.Integer(required=True)
 
+
+@register("ca_signer.issuer.created")
+class IssuerCreated(Payload):
+    """A root (key offline) or issuing CA was registered by chancery-ca or the dev seed."""
+
+    issuer_id = Id(required=True)
+    kind = fields.String(required=True, validate=validate.OneOf(("root", "issuing")))
+    parent_id = Id(allow_none=True)
+    subject = fields.String(required=True)
+    key_type = fields.String(required=True)
+    key_backend = fields.String(required=True,
+                                validate=validate.OneOf(("software", "pkcs11", "offline")))
+    not_before = Time(required=True)
+    not_after = Time(required=True)
+
+
+@register("ca_signer.issuer.retired")
+class IssuerRetired(Payload):
+    """An issuing CA was rotated out: it signs nothing new, its profiles moved."""
+
+    issuer_id = Id(required=True)
+    replaced_by = Id(required=True)
+    profiles = fields.List(fields.String(), required=True)
+
+
+@register("ca_signer.issuer.revoked")
+class IssuerRevoked(Payload):
+    issuer_id = Id(required=True)
+    reason = fields.String(required=True)
+    revoked_at = Time(required=True)
+
+
+@register("ca_signer.profile.assigned")
+class ProfileAssigned(Payload):
+    profile = fields.String(required=True)
+    issuer_id = Id(required=True)
+    previous_issuer_id = Id(allow_none=True)
+
+
+@register("ca_signer.ocsp_responder.created")
+class OcspResponderCreated(Payload):
+    issuer_id = Id(required=True)
+    responder_id = Id(required=True)
+    not_after = Time(required=True)
+
 # --- ledger --------------------------------------------------------------------------
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import ipaddress
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -121,6 +121,7 @@ def issue_tls_certificate(
     include_common_name: bool = False,
     private_policy_oid: str = DEFAULT_PRIVATE_POLICY_OID,
     rsa_key_encipherment: bool = False,
+    before_signing: Callable[[x509.Certificate], None] | None = None,
 ) -> IssuedCertificate:
     """Issue a TLS server certificate for ``names`` with the key of ``csr_info``.
 
@@ -128,6 +129,8 @@ def issue_tls_certificate(
     names are informational. notBefore is ``now``; notAfter is ``requested_not_after``
     (``None`` = the maximum) cut to the BR maximum for ``now`` and to the issuer's expiry.
     Raises :class:`IssuanceRejected` on any problem, with pkilint findings if linting refused.
+    ``before_signing`` is called with the linted (throwaway-signed) certificate just
+    before the CA key signs the same to-be-signed bytes.
     """
     try:
         level = ValidationLevel(level)
@@ -196,7 +199,8 @@ def issue_tls_certificate(
 
     try:
         signed = lint_then_sign(
-            builder, ca_key, lambda der: lint_subscriber_certificate(der, level)
+            builder, ca_key, lambda der: lint_subscriber_certificate(der, level),
+            before_signing,
         )
     except LintRejected as exc:
         raise IssuanceRejected(

@@ -336,18 +336,23 @@ def lint_then_sign(
     builder: x509.CertificateBuilder,
     ca_key: CaKey,
     lint: Callable[[bytes], LintReport],
+    before_signing: Callable[[x509.Certificate], None] | None = None,
 ) -> LintedCertificate:
     """Lint ``builder`` (throwaway-signed) with ``lint``; if clean, sign with ``ca_key``.
 
     Raises :class:`LintRejected` (nothing signed by the CA) on ERROR/FATAL findings, and
     :class:`SigningMismatch` if the real certificate's TBS differs from the linted TBS or
     its signature does not verify under ``ca_key``'s public key (such a certificate is
-    discarded by the caller, never published).
+    discarded by the caller, never published). ``before_signing`` gets the linted probe
+    (throwaway-signed, same to-be-signed bytes) once linting passed, before the CA key
+    signs: the place to record the intent durably.
     """
     probe = sign_with_throwaway_key(builder, ca_key)
     report = lint(probe.public_bytes(Encoding.DER))
     if not report.ok:
         raise LintRejected(report)
+    if before_signing is not None:
+        before_signing(probe)
 
     cert = ca_key.sign_certificate(builder)
     if cert.tbs_certificate_bytes != probe.tbs_certificate_bytes:
