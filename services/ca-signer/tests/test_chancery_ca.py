@@ -245,3 +245,69 @@ def test_profiles_of_a_revoked_ca_are_refused_until_assigned_again(ceremony, tmp
     assert run("assign-profile", "private", spare.id) == 0
     assert sign(service, "private", "private2.chancery.com").issuer.rfc4514_string() \
         == spare.subject
+
+
+# --- an issuing CA whose key is in an HSM (SoftHSM2) ------------------------------------
+
+HSM_PIN, HSM_SO_PIN = "hsm-user-pin-4821", "hsm-so-pin-9932"
+
+
+@pytest.fixture
+def hsm(tmp_path, monkeypatch):
+    from chancery_ca_signer.testing import softhsm_module, softhsm_tokens
+
+    if softhsm_module() is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("SoftHSM2 is missing (make system-packages installs it)")
+        pytest.skip("SoftHSM2 is not installed")
+    with softhsm_tokens(tmp_path / "hsm", ["chancery-ca"], HSM_PIN, HSM_SO_PIN) as module:
+        pin_file = tmp_path / "pin"
+        pin_file.write_text(HSM_PIN)
+        monkeypatch.setenv("CHANCERY_PKCS11_MODULE", module)
+        monkeypatch.setenv("CHANCERY_PKCS11_PIN_FILE", str(pin_file))
+        yield module
+
+
+def test_an_hsm_issuing_ca_signs_certificates_crls_and_its_ocsp_responder(ceremony, hsm,
+                                                                           tmp_path, capsys):
+    from chancery_ca_signer import handlers
+    from chancery_shared.messaging.envelope import utcnow
+    from cryptography.x509 import ocsp
+
+    _, folder = ceremony
+    service = CaSignerService(make_runtime(folder, **{k: v for k, v in os.environ.items()
+                                                      if k.startswith("CHANCERY_")}))
+    try:
+        key_file = tmp_path / "root-key.pem"
+        assert run("create-root", "--common-name", "Chancery HSM Root", "--organization",
+                   "Chancery Test", "--country", "US", "--key-out", str(key_file),
+                   "--cert-out", str(tmp_path / "root.pem")) == 0
+        root_id = next(i.id for i in issuers(service).values() if "HSM Root" in i.subject)
+        assert run("create-issuing", "--root", root_id, "--root-key", str(key_file),
+                   "--key-type", "rsa-2048", "--backend", "pkcs11", "--pkcs11-label",
+                   "issuing-rsa", "--common-name", "Chancery HSM RSA CA",
+                   "--profiles", "dv") == 0
+        hsm_ca = next(i for i in issuers(service).values() if "HSM RSA CA" in i.subject)
+        assert hsm_ca.key_backend == "pkcs11" and hsm_ca.encrypted_key_pem is None
+        assert hsm_ca.key_reference.startswith("pkcs11:") and "object=issuing-rsa" in \
+            hsm_ca.key_reference
+
+        leaf = sign(service, "dv", "hsm.chancery.com")
+        capsys.readouterr()
+        assert run("export-chain", hsm_ca.id) == 0
+        openssl_verify(tmp_path, capsys.readouterr().out, leaf)
+
+        ca_cert = x509.load_pem_x509_certificate(hsm_ca.certificate_pem.encode())
+        with service.uow() as uow:
+            crl = handlers.current_crl(uow, service.keys, hsm_ca.id, utcnow())
+            assert x509.load_der_x509_crl(crl.der).is_signature_valid(ca_cert.public_key())
+        request = (ocsp.OCSPRequestBuilder().add_certificate(leaf, ca_cert, hashes.SHA1())
+                   .build().public_bytes(serialization.Encoding.DER))
+        with service.uow() as uow:
+            answer = ocsp.load_der_ocsp_response(
+                handlers.ocsp_answer(uow, service.keys, request, utcnow()).der)
+        assert answer.certificate_status == ocsp.OCSPCertStatus.GOOD
+        [responder] = answer.certificates
+        responder.verify_directly_issued_by(ca_cert)  # the HSM key signed the responder
+    finally:
+        service.dispose()

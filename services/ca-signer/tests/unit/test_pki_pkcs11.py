@@ -42,6 +42,7 @@ from chancery_ca_signer.pki.pkcs11 import (
     replace_responder_key_hash,
     replace_signature,
 )
+from chancery_ca_signer.testing import softhsm_tokens
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding
@@ -262,27 +263,10 @@ def test_the_pin_comes_from_a_file_or_the_environment(tmp_path, files, env, expe
 @pytest.fixture(scope="module")
 def softhsm(tmp_path_factory):
     """Two fresh SoftHSM2 tokens in a temporary directory, SOFTHSM2_CONF pointing at it."""
-    util = require_softhsm()
-    import pkcs11
-
+    require_softhsm()
     folder = tmp_path_factory.mktemp("softhsm")
-    (folder / "tokens").mkdir()
-    conf = folder / "softhsm2.conf"
-    conf.write_text(f"directories.tokendir = {folder / 'tokens'}\n"
-                    "objectstore.backend = file\nlog.level = ERROR\n")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SOFTHSM2_CONF", str(conf))
-        for label in (TOKEN, OTHER_TOKEN):
-            subprocess.run([util, "--init-token", "--free", "--label", label, "--pin", PIN,
-                            "--so-pin", SO_PIN], check=True, capture_output=True, timeout=30)
-        Pkcs11Token.close_all(MODULE)  # sessions opened earlier would not survive the next line
-        lib = pkcs11.lib(MODULE)
-        lib.reinitialize()  # SoftHSM2 reads SOFTHSM2_CONF when it is initialised
-        try:
-            yield SimpleNamespace(module=MODULE, folder=folder)
-        finally:
-            Pkcs11Token.close_all(MODULE)
-            lib.finalize()  # the next user initialises it again with its own SOFTHSM2_CONF
+    with softhsm_tokens(folder, (TOKEN, OTHER_TOKEN), PIN, SO_PIN, MODULE) as module:
+        yield SimpleNamespace(module=module, folder=folder)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,64 @@
+"""Test support: throwaway SoftHSM2 tokens for the PKCS#11 backend's tests.
+
+Used by ca-signer's tests and by anyone checking an HSM setup by hand. SoftHSM2 reads
+SOFTHSM2_CONF when the library is initialised, so the library is re-initialised for the
+temporary token directory and finalised again afterwards (the next user initialises it
+with its own configuration).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from chancery_ca_signer.pki.pkcs11 import DEFAULT_SOFTHSM2_MODULE, Pkcs11Token
+
+__all__ = ["softhsm_module", "softhsm_tokens"]
+
+
+def softhsm_module() -> str | None:
+    """The SoftHSM2 module to use, or None when SoftHSM2 is not installed."""
+    module = os.environ.get("CHANCERY_PKCS11_MODULE") or DEFAULT_SOFTHSM2_MODULE
+    if shutil.which("softhsm2-util") and Path(module).exists():
+        return module
+    return None
+
+
+@contextlib.contextmanager
+def softhsm_tokens(folder: Path, labels: Sequence[str], pin: str, so_pin: str,
+                   module: str | None = None) -> Iterator[str]:
+    """Fresh tokens ``labels`` in ``folder``, usable while the context lasts; yields the
+    module path. Sets SOFTHSM2_CONF for the duration."""
+    import pkcs11
+
+    module = module or softhsm_module()
+    if module is None:
+        raise RuntimeError("SoftHSM2 is not installed (apt-get install softhsm2)")
+    (folder / "tokens").mkdir(parents=True, exist_ok=True)
+    conf = folder / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {folder / 'tokens'}\n"
+                    "objectstore.backend = file\nlog.level = ERROR\n")
+    saved = os.environ.get("SOFTHSM2_CONF")
+    os.environ["SOFTHSM2_CONF"] = str(conf)
+    try:
+        for label in labels:
+            subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", label,
+                            "--pin", pin, "--so-pin", so_pin], check=True,
+                           capture_output=True, timeout=30)
+        Pkcs11Token.close_all(module)  # sessions opened earlier would not survive reinitialize
+        lib = pkcs11.lib(module)
+        lib.reinitialize()
+        try:
+            yield module
+        finally:
+            Pkcs11Token.close_all(module)
+            lib.finalize()
+    finally:
+        if saved is None:
+            os.environ.pop("SOFTHSM2_CONF", None)
+        else:
+            os.environ["SOFTHSM2_CONF"] = saved
