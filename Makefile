@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PACKAGES := shared deploy services/identity services/orders services/ca-signer services/ledger services/audit
 STAMP := $(VENV)/.chancery-installed
 
-.PHONY: help venv system-packages run up down status test test-unit test-e2e lint compose lock clean bench-crl
+.PHONY: help venv system-packages run up down status test test-unit test-e2e lint compose lock clean bench-crl bench-signer
 
 help:
 	@echo "make run     - embedded Chancery on http://127.0.0.1:$${CHANCERY_PORT:-8080} (SQLite, in-memory bus)"
@@ -29,8 +29,9 @@ system-packages:
 run: venv
 	$(BIN)/chancery embedded
 
+# SIGNERS=N starts N ca-signer workers competing for the signing queue (default 2).
 up: venv system-packages
-	$(BIN)/chancery-stack up
+	$(BIN)/chancery-stack up $(if $(SIGNERS),--signer-workers $(SIGNERS))
 
 down:
 	$(BIN)/chancery-stack down
@@ -47,6 +48,10 @@ test-unit: venv
 # Benchmarks print numbers and ratios against a baseline measured in the same run.
 bench-crl: venv
 	$(BIN)/python services/ca-signer/bench_crl.py
+
+# Starts RabbitMQ and PostgreSQL on free ports for the run (stopped at the end); about 2-3 minutes.
+bench-signer: venv system-packages
+	$(BIN)/python services/ca-signer/bench_signer.py
 
 lint: venv
 	$(BIN)/ruff check .

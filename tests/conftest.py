@@ -12,6 +12,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -82,7 +83,9 @@ def stack_environment(dns: LoopbackDns) -> dict[str, str]:
     """What every test stack runs with: the development seed and the loopback resolver."""
     return {"CHANCERY_DEV_BOOTSTRAP": "true", "CHANCERY_DEV_PASSWORD": PASSWORD,
             "CHANCERY_DNS_RESOLVER": "127.0.0.1", "CHANCERY_DNS_PORT": str(dns.port),
-            "CHANCERY_DNS_TIMEOUT_SECONDS": "2"}
+            "CHANCERY_DNS_TIMEOUT_SECONDS": "2",
+            # revocations reach the CRL within seconds instead of a minute
+            "CHANCERY_CRL_CHECK_SECONDS": "2"}
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,8 @@ class RunningStack:
     mode: str
     base_url: str
     broker_url: str
+    var_dir: Path | None = None
+    """The distributed stack's var dir (its processes, logs and state), else None."""
 
 
 @pytest.fixture(scope="session")
@@ -119,9 +124,10 @@ def distributed_stack(tmp_path_factory, loopback_dns) -> Iterator[RunningStack]:
                   environ={**os.environ, **stack_environment(loopback_dns)})
     try:
         stack.up()
-        yield RunningStack("distributed", stack.base_url, stack.env["CHANCERY_BROKER_URL"])
+        yield RunningStack("distributed", stack.base_url, stack.env["CHANCERY_BROKER_URL"],
+                           var)
     finally:
-        stack.down()
+        stack.destroy()  # also removes a PostgreSQL cluster relocated to /tmp
 
 
 @pytest.fixture(params=["embedded", "distributed"])

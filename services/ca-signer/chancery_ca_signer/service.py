@@ -14,6 +14,7 @@ from chancery_shared.service import Runtime, Service
 
 from chancery_ca_signer import handlers, model, views
 from chancery_ca_signer.keyring import KeyRing, Pkcs11Settings
+from chancery_ca_signer.pki import lint
 
 log = logging.getLogger(__name__)
 DEV_PASSPHRASE = "chancery-dev-ca-key-passphrase"
@@ -72,6 +73,12 @@ class CaSignerService(Service):
     def message_handlers(self):
         return {"ca_signer.commands": {"ca_signer.certificate.sign": self._sign,
                                        "ca_signer.certificate.revoke": self._revoke}}
+
+    def consumers(self, prefetch: int = 10):
+        """A signing worker builds pkilint's validators once, before its first command
+        (they take seconds to build and are reused for every certificate)."""
+        lint.warm_up()
+        return super().consumers(prefetch)
 
     def background_jobs(self):
         return [self._crl_job]
