@@ -89,14 +89,23 @@ def _log_for(session: Session, account_id: str | None) -> AuditLog:
     return log
 
 
+#: The audit service's own messages that are not entries: a checkpoint is a statement
+#: about the log (kept in audit_checkpoints), and recording it would move the head it
+#: just signed, calling for another checkpoint, forever.
+NOT_RECORDED = frozenset({"audit.checkpoint.signed"})
+
+
 def record_entry(uow: UnitOfWork, envelope: Envelope) -> AuditEntry | None:
-    """Append the entry of ``envelope`` to its log; None when it is already there.
+    """Append the entry of ``envelope`` to its log; None when it is already there (or
+    it is one of the audit service's checkpoints).
 
     The inbox already stops a redelivery; the check on ``event_id`` (unique in the
     table too) also stops the same message arriving through another path, such as a
     dead letter replayed after it had been recorded.
     """
     session = uow.session
+    if envelope.type in NOT_RECORDED and envelope.source == "audit":
+        return None
     if session.execute(select(AuditEntry.id)
                        .where(AuditEntry.event_id == envelope.event_id)).first():
         return None
@@ -244,3 +253,23 @@ def get_entry(uow: UnitOfWork, principal: Principal, entry_id: str) -> AuditEntr
     if entry is None:
         raise NotFound("no such audit entry")
     return entry
+
+
+# --- verifying -----------------------------------------------------------------------
+
+
+def verify(uow: UnitOfWork, principal: Principal, account_id: str | None) -> dict[str, Any]:
+    """The caller's account log checked (the operator: every log, or ``account_id``'s)."""
+    from chancery_audit.verify import verify_logs
+
+    if principal.role == OPERATOR:
+        results = verify_logs(uow.session, account_id, every=account_id is None)
+    else:
+        results = verify_logs(uow.session, principal.account_id)
+    bad = next((r for r in results if not r.ok), None)
+    head = (bad.head_hash if bad else results[0].head_hash if len(results) == 1 else None)
+    return {"ok": bad is None, "entries_checked": sum(r.entries_checked for r in results),
+            "head_hash": head, "first_bad": bad.first_bad.as_dict() if bad else None,
+            "logs": [{**dataclasses.asdict(r),
+                      "first_bad": r.first_bad.as_dict() if r.first_bad else None}
+                     for r in results]}

@@ -2,9 +2,10 @@
 
 Entries are written once and never changed. Each belongs to a *log* — the account's,
 or the platform's for platform-wide messages — and carries its position in that log
-(``sequence``, 1, 2, 3…). The hash chain that makes a log tamper-evident will link
-entries in that order and keep its head beside ``AuditLog.last_sequence``; nothing
-here needs to change shape for it.
+(``sequence``, 1, 2, 3…). A hash chain links the entries of a log in that order
+(``prev_hash``, ``hash``; see ``chain.py``) and the log keeps its head
+(``last_sequence``, ``head_hash``); signed checkpoints of heads (``AuditCheckpoint``)
+let a verifier see a log cut short even when its head was rewritten.
 
 Free-text columns are unbounded on purpose: a message is validated by its producer,
 not by us, and the log must not refuse an entry because a name or a summary was long.
@@ -71,11 +72,23 @@ class AuditLog(Base):
     key: Mapped[str] = mapped_column(String, primary_key=True)
     account_id: Mapped[str | None] = mapped_column(String)
     last_sequence: Mapped[int] = mapped_column(Position, default=0)
+    # the hash of the last entry (null: no entry yet, the chain starts at its genesis)
+    head_hash: Mapped[str | None] = mapped_column(String(64))
+    # after a purge: the first entry kept, and the hash it follows (else 1 and genesis)
+    first_sequence: Mapped[int] = mapped_column(Position, default=1, server_default="1")
+    anchor_hash: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     def next_sequence(self) -> int:
         self.last_sequence = (self.last_sequence or 0) + 1
         return self.last_sequence
+
+    def append(self, entry: AuditEntry) -> None:
+        """Link ``entry`` at the end of this log's chain (the log row is locked)."""
+        from chancery_audit import chain
+
+        chain.seal(entry, self.head_hash or self.anchor_hash or chain.genesis(self.key))
+        self.head_hash = entry.hash
 
 
 class AuditEntry(Base):
@@ -114,6 +127,8 @@ class AuditEntry(Base):
     causation_id: Mapped[str | None] = mapped_column(String)
     schema_version: Mapped[int] = mapped_column(Integer)
     envelope: Mapped[str] = mapped_column(Text)  # the message exactly as received
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
     log: Mapped[AuditLog] = relationship(lazy="raise")
     units: Mapped[list[AuditEntryUnit]] = relationship(
         lazy="selectin", cascade="all, delete-orphan", order_by="AuditEntryUnit.unit_id")
@@ -121,10 +136,10 @@ class AuditEntry(Base):
     @classmethod
     def from_envelope(cls, envelope: Envelope, *, log: AuditLog,
                       unit_ids: Iterable[str]) -> AuditEntry:
-        """The entry of ``envelope``, appended at the end of ``log``."""
+        """The entry of ``envelope``, appended (and chained) at the end of ``log``."""
         actor = envelope.actor
         subject_type, subject_id = envelope.subject["type"], envelope.subject["id"]
-        return cls(
+        entry = cls(
             event_id=envelope.event_id, log=log, sequence=log.next_sequence(),
             account_id=envelope.account_id,
             at=as_utc(datetime.fromisoformat(envelope.occurred_at)), recorded_at=utcnow(),
@@ -136,6 +151,9 @@ class AuditEntry(Base):
             schema_version=envelope.schema_version, envelope=envelope.to_json(),
             units=[AuditEntryUnit(unit_id=unit_id) for unit_id in sorted(set(unit_ids))],
         )
+        entry.log_key = log.key
+        log.append(entry)
+        return entry
 
     @property
     def unit_ids(self) -> list[str]:
@@ -155,3 +173,29 @@ class AuditEntryUnit(Base):
     entry_id: Mapped[str] = mapped_column(ForeignKey("audit_entries.id", ondelete="CASCADE"),
                                           primary_key=True)
     unit_id: Mapped[str] = mapped_column(String, primary_key=True)
+
+
+class AuditSigningKey(Base):
+    """An Ed25519 key that signs checkpoints; the private half PKCS#8-encrypted under
+    CHANCERY_AUDIT_KEY_PASSPHRASE. Old keys stay, so old checkpoints still verify."""
+
+    __tablename__ = "audit_signing_keys"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # from the public key
+    public_key: Mapped[str] = mapped_column(String(64))  # raw 32 bytes, base64
+    encrypted_private_pem: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class AuditCheckpoint(Base):
+    """A signed statement that log ``log_key`` had ``sequence`` entries ending in
+    ``head_hash`` at ``signed_at`` (also published as ``audit.checkpoint.signed``)."""
+
+    __tablename__ = "audit_checkpoints"
+    __table_args__ = (Index("ix_audit_checkpoints_log", "log_key", "sequence"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    log_key: Mapped[str] = mapped_column(ForeignKey("audit_logs.key"))
+    sequence: Mapped[int] = mapped_column(Position)
+    head_hash: Mapped[str] = mapped_column(String(64))
+    signed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    key_id: Mapped[str] = mapped_column(ForeignKey("audit_signing_keys.id"))
+    signature: Mapped[str] = mapped_column(String(100))  # Ed25519, base64

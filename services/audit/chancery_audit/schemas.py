@@ -93,5 +93,40 @@ class EntryDetailSchema(EntrySchema):
     causation_id = fields.String(allow_none=True)
     unit_ids = fields.List(fields.String())
     sequence = fields.Integer(metadata={"description": "position in its account's log"})
+    prev_hash = fields.String(metadata={"description": "hash of the entry before it"})
+    hash = fields.String(metadata={"description": "SHA-256 over prev_hash and the content"})
     message = fields.Dict(metadata={"description": "the message exactly as received"})
 
+
+
+class VerifyArgs(Schema):
+    account_id = fields.String(metadata={
+        "description": "operator only: one account's log (default: every log)"})
+
+
+class FindingSchema(Schema):
+    sequence = fields.Integer(metadata={"description": "position of the first bad entry"})
+    entry_id = fields.String(allow_none=True)
+    problem = fields.String(metadata={"description": "missing, out_of_order, modified, "
+                                      "truncated, inserted, head_mismatch, "
+                                      "checkpoint_mismatch or bad_signature"})
+    detail = fields.String()
+
+
+class LogVerificationSchema(Schema):
+    log_key = fields.String()
+    ok = fields.Boolean()
+    entries_checked = fields.Integer()
+    checkpoints_checked = fields.Integer()
+    head_hash = fields.String(allow_none=True)
+    first_bad = fields.Nested(FindingSchema, allow_none=True)
+
+
+class VerificationSchema(Schema):
+    ok = fields.Boolean(metadata={"description": "every log checked is intact"})
+    entries_checked = fields.Integer()
+    head_hash = fields.String(allow_none=True, metadata={
+        "description": "the head of the log checked (of the first bad log, or null when "
+                       "several logs were checked)"})
+    first_bad = fields.Nested(FindingSchema, allow_none=True)
+    logs = fields.List(fields.Nested(LogVerificationSchema))

@@ -69,3 +69,19 @@ def get_entry(entry_id: str) -> Any:
     principal = _reader()
     with current_service().uow() as uow:
         return handlers.get_entry(uow, principal, entry_id)
+
+
+@api.route("/verify")
+@api.arguments(schemas.VerifyArgs, location="query")
+@api.response(200, schemas.VerificationSchema)
+def verify(args: dict[str, Any]) -> dict[str, Any]:
+    """Check the hash chain and the signed checkpoints of the caller's account log.
+
+    `ok` is false when an entry was modified, deleted, inserted or reordered, or the log
+    was cut short; `first_bad` names the first such entry by its position. An account
+    administrator checks the account's log; the platform operator every log, or one
+    account's with `account_id`.
+    """
+    principal = require(Permission.VERIFY_AUDIT_LOG)
+    with current_service().uow() as uow:
+        return handlers.verify(uow, principal, args.get("account_id"))

@@ -49,6 +49,7 @@ class Permission(enum.StrEnum):
     READ_DEPOSITS = "read_deposits"
     # records and the CA
     READ_AUDIT_LOG = "read_audit_log"
+    VERIFY_AUDIT_LOG = "verify_audit_log"
     READ_ISSUERS = "read_issuers"
     OPERATE_CA = "operate_ca"
 
@@ -81,6 +82,9 @@ GRANTS: dict[Permission, frozenset[str]] = {
     Permission.SETTLE_DEPOSITS: frozenset({OPERATOR}),
     Permission.READ_DEPOSITS: frozenset({FINANCE, ADMIN, OPERATOR}),
     Permission.READ_AUDIT_LOG: frozenset({UNIT_ADMIN, ADMIN, OPERATOR}),
+    # api.md: GET /verify is for the account's administrators and the operator (a unit
+    # administrator reads part of the log; the chain is the whole account's)
+    Permission.VERIFY_AUDIT_LOG: frozenset({ADMIN, OPERATOR}),
     Permission.READ_ISSUERS: _EVERYONE,
     Permission.OPERATE_CA: frozenset({OPERATOR}),
 }

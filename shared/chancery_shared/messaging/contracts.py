@@ -386,6 +386,30 @@ class OcspResponderCreated(Payload):
     responder_id = Id(required=True)
     not_after = Time(required=True)
 
+# --- audit ---------------------------------------------------------------------------
+
+
+@register("audit.checkpoint.signed")
+class CheckpointSigned(Payload):
+    """A signed statement of a log's head: keep these to detect a log cut short later."""
+
+    log_key = fields.String(required=True)
+    sequence = fields.Integer(required=True)
+    head_hash = fields.String(required=True)
+    signed_at = Time(required=True)
+    key_id = fields.String(required=True)
+    public_key = fields.String(required=True)
+    signature = fields.String(required=True)
+
+
+@register("audit.log.purged")
+class LogPurged(Payload):
+    log_key = fields.String(required=True)
+    before = Time(required=True)
+    entries = fields.Integer(required=True)
+    first_sequence = fields.Integer(required=True)
+    through_sequence = fields.Integer(required=True)
+
 # --- ledger --------------------------------------------------------------------------
 
 
@@ -417,3 +441,21 @@ register_many(["ledger.funds.refunded"], FundsMoved)
 class BalanceLow(Payload):
     available_cents = Cents(required=True)
     threshold_cents = Cents(required=True)
+
+
+class UnitFundsMoved(Payload):
+    """Money moved between an account's available balance and a unit's division funds."""
+
+    unit_id = Id(required=True)
+    amount_cents = Cents(required=True)
+    unit_available_cents = Cents(required=True)
+    available_cents = Cents(required=True)
+
+
+register_many(["ledger.unit_funds.allocated", "ledger.unit_funds.returned"], UnitFundsMoved)
+
+
+@register("ledger.settings.low_balance_changed")
+class LowBalanceChanged(Payload):
+    threshold_cents = Cents(required=True)
+    enabled = fields.Boolean(required=True)
