@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PACKAGES := shared deploy services/identity services/orders services/ca-signer services/ledger services/audit
 STAMP := $(VENV)/.chancery-installed
 
-.PHONY: help venv system-packages run up down status test test-unit test-e2e lint compose lock clean bench-crl bench-signer
+.PHONY: help venv system-packages run up down status test test-unit test-e2e lint compose lock clean bench-crl bench-signer bench-ledger bench-audit
 
 help:
 	@echo "make run     - embedded Chancery on http://127.0.0.1:$${CHANCERY_PORT:-8080} (SQLite, in-memory bus)"
@@ -52,6 +52,15 @@ bench-crl: venv
 # Starts RabbitMQ and PostgreSQL on free ports for the run (stopped at the end); about 2-3 minutes.
 bench-signer: venv system-packages
 	$(BIN)/python services/ca-signer/bench_signer.py
+
+# Seeds 1,000,000 audit entries in a throw-away PostgreSQL, then times filtered pages per role.
+bench-audit: venv system-packages
+	$(BIN)/python services/audit/bench_audit.py
+
+# Reservations per second and p99, on one account and spread over many, on PostgreSQL
+# (started on a free port for the run, stopped at the end) and SQLite; about a minute.
+bench-ledger: venv system-packages
+	$(BIN)/python services/ledger/bench_ledger.py
 
 lint: venv
 	$(BIN)/ruff check .

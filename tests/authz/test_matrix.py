@@ -74,6 +74,16 @@ def _ocsp_get_request(world: World) -> str:
     return world.ids["ocsp_get_request"]
 
 
+def _funded_unit(world: World) -> str:
+    """A unit id (unknown to identity: the ledger trusts the id) holding 2 cents of the
+    admin's account."""
+    unit_id = str(uuid.uuid4())
+    response = world.api(ADM).post(f"/api/ledger/v1/units/{unit_id}/funds",
+                                   {"amount_cents": 2})
+    assert response.status_code == 201, response.text
+    return unit_id
+
+
 R = Row
 ROWS: list[Row] = [
     # --- identity ----------------------------------------------------------------------
@@ -231,11 +241,38 @@ ROWS: list[Row] = [
     R("GET", "/api/ledger/v1/receipts/{receipt}",
       statuses(200, limited=403, unit_admin=403, other_unit_admin=403, other_admin=404,
                operator=403)),
+    R("GET", "/api/ledger/v1/invoices/{fresh_po}",
+      statuses(200, limited=403, unit_admin=403, other_unit_admin=403, other_admin=404,
+               operator=403), fresh={"fresh_po": World.new_purchase_order}),
+    R("GET", "/api/ledger/v1/reports/spend",
+      statuses(200, limited=403, unit_admin=403, other_unit_admin=403, operator=403)),
+    R("GET", "/api/ledger/v1/reports/transactions",
+      statuses(200, limited=403, unit_admin=403, other_unit_admin=403, operator=403)),
+    # division funds: other_admin's account never has $10.00 nor this unit's money (409)
+    R("POST", "/api/ledger/v1/units/{unit}/funds",
+      statuses(201, limited=403, unit_admin=403, other_unit_admin=403, other_admin=409,
+               operator=403), body=lambda w, p: {"amount_cents": 1_000}),
+    R("POST", "/api/ledger/v1/units/{funded_unit}/funds/return",
+      statuses(201, limited=403, unit_admin=403, other_unit_admin=403, other_admin=409,
+               operator=403), body=lambda w, p: {"amount_cents": 1},
+      fresh={"funded_unit": _funded_unit}),
+    R("GET", "/api/ledger/v1/units/{unit}/funds",
+      statuses(200, limited=403, unit_admin=403, other_unit_admin=403, operator=403)),
+    R("GET", "/api/ledger/v1/units/funds",
+      statuses(200, limited=403, unit_admin=403, other_unit_admin=403, operator=403)),
+    R("GET", "/api/ledger/v1/settings/low-balance",
+      statuses(200, limited=403, unit_admin=403, other_unit_admin=403, operator=403)),
+    R("PUT", "/api/ledger/v1/settings/low-balance",
+      statuses(200, limited=403, unit_admin=403, other_unit_admin=403, operator=403),
+      body=lambda w, p: {"threshold_cents": 0, "enabled": False}),
     # --- audit ---------------------------------------------------------------------------
     R("GET", "/api/audit/v1/entries", statuses(200, limited=403, finance=403)),
     R("GET", "/api/audit/v1/entries.csv", statuses(200, limited=403, finance=403)),
     R("GET", "/api/audit/v1/entries/{audit_entry}",
       statuses(200, limited=403, finance=403, other_unit_admin=404, other_admin=404)),
+    # an admin verifies their own account's log; another account's is never reachable
+    R("GET", "/api/audit/v1/verify",
+      statuses(200, limited=403, finance=403, unit_admin=403, other_unit_admin=403)),
 ]
 for _service in ("identity", "orders", "ca", "ledger", "audit"):
     for _leaf in ("healthz", "readyz", "metrics", "openapi.json"):

@@ -1,4 +1,5 @@
-"""Message entrypoints of the ``ledger.events`` queue: the order saga's money steps.
+"""Message entrypoints of the ``ledger.events`` queue: the order saga's money steps, and
+identity's users (the roster of who hears about the account's money).
 
 Each function turns one envelope into one handler call. The consumer commits (with the
 inbox row) after it returns, so none of these commit themselves.
@@ -64,9 +65,16 @@ def on_order_ended(envelope: Envelope, uow: UnitOfWork) -> None:
                                reason=f"{ending}: {reason}" if reason else ending)
 
 
+def on_user_changed(envelope: Envelope, uow: UnitOfWork) -> None:
+    """identity.user.created/updated/deactivated: keep the roster's row of that user."""
+    handlers.apply_user_event(uow, envelope)
+
+
 HANDLERS = {
     "orders.order.approved": on_order_approved,
     "ca_signer.certificate.issued": on_certificate_issued,
     "orders.order.refunded": on_order_refunded,
     **{type_: on_order_ended for type_ in _ENDINGS},
+    **{type_: on_user_changed for type_ in ("identity.user.created", "identity.user.updated",
+                                            "identity.user.deactivated")},
 }

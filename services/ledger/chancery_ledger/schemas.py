@@ -18,6 +18,9 @@ from chancery_ledger import cards
 from chancery_ledger.model import CARD, CURRENCY, DEPOSIT_METHODS, PURCHASE_ORDER, Deposit
 
 MAX_DEPOSIT_CENTS = 100_000_000  # $1,000,000.00 in one deposit
+MAX_ALLOCATION_CENTS = 10_000_000_000  # $100,000,000.00 moved to or from a unit at once
+MAX_THRESHOLD_CENTS = 10_000_000_000
+UNIT_ID = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,35}$"  # identity's unit ids (UUIDs); shape only
 Cents = lambda **kw: fields.Integer(strict=True, **kw)  # noqa: E731
 
 
@@ -70,6 +73,10 @@ class DepositRequest(Schema):
         validate.Length(min=1, max=64),
         validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9 ._/#-]*$",
                         error="use letters, digits, spaces and . _ / # -")])
+    due_in_days = fields.Integer(strict=True, validate=validate.Range(
+        min=1, max=90, error="must be between 1 and 90 days"), metadata={
+        "description": "purchase orders: the invoice is due this many days after today "
+                       "(default 30)"})
 
     @validates_schema
     def _fits_method(self, data: dict[str, Any], **_kw: Any) -> None:
@@ -84,6 +91,8 @@ class DepositRequest(Schema):
                 raise ValidationError("is required for a purchase order", "po_number")
             if "card" in data:
                 raise ValidationError("is only for card payments", "card")
+        if method == CARD and "due_in_days" in data:
+            raise ValidationError("is only for purchase orders", "due_in_days")
 
 
 class CardOutput(Schema):
@@ -106,6 +115,10 @@ class DepositSchema(Schema):
     method = fields.String()
     card = fields.Nested(CardOutput, allow_none=True)
     po_number = fields.String(allow_none=True)
+    invoice_number = fields.String(allow_none=True, metadata={
+        "description": "purchase orders: sequential per account, e.g. INV-1A2B3C4D-000001"})
+    due_date = fields.Date(allow_none=True, metadata={
+        "description": "purchase orders: the day the invoice is due"})
     decline_code = fields.String(allow_none=True)
     decline_reason = fields.String(allow_none=True)
     requested_by = fields.Nested(PersonSchema)
@@ -122,6 +135,7 @@ def deposit_view(deposit: Deposit) -> dict[str, Any]:
             "status": deposit.status, "receipt_id": deposit.receipt_id,
             "amount_cents": deposit.amount_cents, "currency": CURRENCY,
             "method": deposit.method, "card": deposit.card, "po_number": deposit.po_number,
+            "invoice_number": deposit.invoice_number, "due_date": deposit.due_date,
             "decline_code": deposit.decline_code, "decline_reason": deposit.decline_reason,
             "requested_by": {"id": deposit.requested_by, "name": deposit.requested_by_name},
             "settled_by": settled_by, "created_at": deposit.created_at,
@@ -151,7 +165,7 @@ class TransactionArgs(PageArgs):
 class TransactionSchema(Schema):
     id = fields.String()
     type = fields.String(metadata={"enum": ["deposit", "reservation", "capture", "release",
-                                            "refund"]})
+                                            "refund", "allocation", "allocation_return"]})
     amount_cents = fields.Integer()
     available_change_cents = fields.Integer()
     reserved_change_cents = fields.Integer()
@@ -181,3 +195,46 @@ class ReceiptSchema(Schema):
     settled_by = fields.Nested(PersonSchema, allow_none=True)
     description = fields.String()
     issued_at = UtcTime()
+
+
+# --- division (unit) funds and the low-balance warning -----------------------------------
+
+
+class UnitPath(Schema):
+    unit_id = fields.String(required=True, validate=validate.Regexp(
+        UNIT_ID, error="is not a unit id (letters, digits, - and _, at most 36)"))
+
+
+class UnitFundsRequest(Schema):
+    amount_cents = Cents(required=True, validate=validate.Range(
+        min=1, max=MAX_ALLOCATION_CENTS,
+        error=f"must be between 1 and {MAX_ALLOCATION_CENTS} cents"))
+
+
+class UnitFundsSchema(Schema):
+    unit_id = fields.String()
+    available_cents = fields.Integer(metadata={"description": "the unit's money, spent first "
+                                                              "by its orders"})
+    reserved_cents = fields.Integer(metadata={"description": "held for its open orders"})
+    currency = fields.String()
+
+
+class UnitFundsList(Schema):
+    items = fields.List(fields.Nested(UnitFundsSchema))
+
+
+class StrictBoolean(fields.Boolean):
+    """JSON ``true``/``false`` only (not 1, "yes" or "true", which marshmallow accepts)."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value
+
+
+class LowBalanceSchema(Schema):
+    threshold_cents = Cents(required=True, validate=validate.Range(
+        min=0, max=MAX_THRESHOLD_CENTS,
+        error=f"must be between 0 and {MAX_THRESHOLD_CENTS} cents"), metadata={
+        "description": "warn when the available balance falls below this"})
+    enabled = StrictBoolean(required=True)

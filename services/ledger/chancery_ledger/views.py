@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from chancery_shared.auth.permissions import Permission
@@ -10,10 +11,11 @@ from chancery_shared.auth.tokens import Principal
 from chancery_shared.service import current_service
 from chancery_shared.web.app import request_context
 from chancery_shared.web.idempotency import HEADER, Claim, fingerprint
-from flask import Response, render_template_string, request
+from chancery_shared.web.problems import InvalidField
+from flask import Response, request
 from flask_smorest import Blueprint
 
-from chancery_ledger import handlers, schemas
+from chancery_ledger import documents, handlers, schemas
 from chancery_ledger.cards import CardDetails
 from chancery_ledger.model import (
     CARD,
@@ -102,7 +104,9 @@ def create_deposit(body):
             else:
                 deposit = handlers.deposit_by_purchase_order(
                     uow, principal, context, amount_cents=body["amount_cents"],
-                    po_number=body["po_number"], before_commit=remember)
+                    po_number=body["po_number"],
+                    due_in_days=body.get("due_in_days", handlers.DEFAULT_DUE_IN_DAYS),
+                    before_commit=remember)
             return deposit_view(deposit), 201
     except BaseException:
         if claim is not None:
@@ -183,20 +187,6 @@ def _receipt(receipt: Receipt) -> dict[str, Any]:
             "issued_at": receipt.issued_at}
 
 
-RECEIPT_HTML = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Receipt {{ r.number }}</title>
-<style>body{font-family:sans-serif;max-width:40em;margin:2em auto}
-td{padding:.3em 1em .3em 0}</style></head>
-<body><h1>Receipt {{ r.number }}</h1>
-<table>
-<tr><td>Issued</td><td>{{ r.issued_at.strftime('%Y-%m-%d %H:%M UTC') }}</td></tr>
-<tr><td>Account</td><td>{{ r.account_id }}</td></tr>
-<tr><td>Paid by</td><td>{{ r.paid_by.name }}</td></tr>
-<tr><td>For</td><td>{{ r.description }}</td></tr>
-<tr><td>Amount</td><td><strong>{{ amount }} USD</strong></td></tr>
-</table></body></html>"""
-
-
 @api.route("/receipts/<receipt_id>")
 @api.response(200, schemas.ReceiptSchema)
 def get_receipt(receipt_id):
@@ -205,7 +195,120 @@ def get_receipt(receipt_id):
     with _uow() as uow:
         receipt = _receipt(handlers.get_receipt(uow, principal.account_id, receipt_id))
     if request.accept_mimetypes.best_match(["application/json", "text/html"]) == "text/html":
-        html = render_template_string(RECEIPT_HTML, r=receipt,
-                                      amount=format_usd(receipt["amount_cents"]))
+        html = documents.receipt_html(receipt)
         return Response(html, mimetype="text/html")
     return receipt
+
+
+# --- division (unit) funds ----------------------------------------------------------------
+
+IDEMPOTENCY_DOC = {"in": "header", "name": HEADER, "required": False,
+                   "schema": {"type": "string", "maxLength": 255},
+                   "description": "makes a retry safe: a repeat returns the first response"}
+
+
+def _unit_id(unit_id: str) -> str:
+    """Units live in identity; the ledger checks only that this looks like a unit id."""
+    if not re.fullmatch(schemas.UNIT_ID, unit_id):
+        raise InvalidField("unit_id", "is not a unit id (letters, digits, - and _, at most 36)")
+    return unit_id
+
+
+def _move_unit_funds(unit_id: str, body: dict[str, Any], *, returning: bool):
+    """Allocate or return, with the Idempotency-Key stored in the same transaction as the
+    money moved (a retried allocation never moves the money twice)."""
+    principal = require(Permission.DEPOSIT_FUNDS)
+    unit_id = _unit_id(unit_id)
+    service = current_service()
+    key = request.headers.get(HEADER)
+    claim: Claim | None = None
+    if key is not None:
+        started = service.idempotency.begin(principal.user_id, key, "POST", request.path,
+                                            fingerprint(body))
+        if isinstance(started, Response):
+            return started
+        claim = started
+
+    def remember(uow, view: dict[str, Any]) -> None:
+        if claim is not None:
+            service.idempotency.complete(uow.session, claim, 201,
+                                         schemas.UnitFundsSchema().dump(view))
+
+    try:
+        with _uow() as uow:
+            return handlers.move_unit_funds(
+                uow, principal, request_context(principal), unit_id=unit_id,
+                amount_cents=body["amount_cents"], returning=returning,
+                before_commit=remember), 201
+    except BaseException:
+        if claim is not None:
+            service.idempotency.abandon(claim)
+        raise
+
+
+@api.route("/units/<unit_id>/funds", methods=["POST"])
+@api.arguments(schemas.UnitFundsRequest)
+@api.response(201, schemas.UnitFundsSchema)
+@api.alt_response(409, description="the account's available balance is short")
+@api.alt_response(422, description="a field is invalid (named in `errors`)")
+@api.doc(parameters=[IDEMPOTENCY_DOC])
+def allocate_unit_funds(body, unit_id):
+    """Give part of the account's available balance to a business unit: its orders spend
+    it first. Answers the unit's funds."""
+    return _move_unit_funds(unit_id, body, returning=False)
+
+
+@api.route("/units/<unit_id>/funds/return", methods=["POST"])
+@api.arguments(schemas.UnitFundsRequest)
+@api.response(201, schemas.UnitFundsSchema)
+@api.alt_response(409, description="the unit has less available (not reserved) than asked")
+@api.alt_response(422, description="a field is invalid (named in `errors`)")
+@api.doc(parameters=[IDEMPOTENCY_DOC])
+def return_unit_funds(body, unit_id):
+    """Give part of a unit's available funds back to the account's available balance."""
+    return _move_unit_funds(unit_id, body, returning=True)
+
+
+@api.route("/units/<unit_id>/funds")
+@api.response(200, schemas.UnitFundsSchema)
+def get_unit_funds(unit_id):
+    """One unit's funds (zeros for a unit never funded)."""
+    principal = _finance_reader()
+    unit_id = _unit_id(unit_id)
+    with _uow() as uow:
+        return handlers.unit_funds(uow, principal.account_id, unit_id)
+
+
+@api.route("/units/funds")
+@api.response(200, schemas.UnitFundsList)
+def list_unit_funds():
+    """The funds of every unit the account ever gave money to."""
+    principal = _finance_reader()
+    with _uow() as uow:
+        return {"items": handlers.all_unit_funds(uow, principal.account_id)}
+
+
+# --- the low-balance warning --------------------------------------------------------------
+
+
+@api.route("/settings/low-balance")
+@api.response(200, schemas.LowBalanceSchema)
+def get_low_balance():
+    """The account's low-balance warning (off until set)."""
+    principal = _finance_reader()
+    with _uow() as uow:
+        return handlers.low_balance_setting(uow, principal.account_id)
+
+
+@api.route("/settings/low-balance", methods=["PUT"])
+@api.arguments(schemas.LowBalanceSchema)
+@api.response(200, schemas.LowBalanceSchema)
+@api.alt_response(422, description="a field is invalid (named in `errors`)")
+def put_low_balance(body):
+    """Warn (event and e-mail to finance users and admins) each time the available
+    balance falls below `threshold_cents`."""
+    principal = require(Permission.DEPOSIT_FUNDS)
+    with _uow() as uow:
+        return handlers.set_low_balance(uow, principal, request_context(principal),
+                                        threshold_cents=body["threshold_cents"],
+                                        enabled=body["enabled"])

@@ -1,4 +1,11 @@
-"""Fixtures for the ledger's tests: a migrated ledger on a SQLite file, tokens, messages."""
+"""Fixtures for the ledger's tests: a migrated ledger on a SQLite file, tokens, messages.
+
+Every test that uses the ``service`` fixture (directly or through ``client``, ``login``,
+``consumer``) ends with the books proven: :func:`assert_books_balance` runs
+``verify_balances`` after the test, so a flow that leaves an unbalanced transfer or a
+cached balance that differs from the journal fails, whatever the test itself asserted.
+A test that corrupts the books on purpose says so with ``@pytest.mark.books_tampered``.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from chancery_ledger.journal import verify_balances
 from chancery_ledger.model import messaging
 from chancery_ledger.service import LedgerService
 from chancery_shared.messaging.envelope import Actor, Context, Envelope, new_envelope
@@ -20,6 +28,42 @@ from sqlalchemy import select
 VISA_OK = "4242424242424242"
 VISA_DECLINED = "4000000000000002"
 VISA_NO_FUNDS = "4000000000009995"
+
+
+#: Tests that corrupt the books on purpose (to prove the check finds it) carry this marker.
+TAMPERED = "books_tampered"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", f"{TAMPERED}: the test corrupts the ledger's books on purpose; the journal "
+        "invariant is not checked after it")
+
+
+def assert_books_balance(service: LedgerService) -> None:
+    """Fail unless every transfer sums to zero and every cached balance equals the journal."""
+    with service.uow() as uow:
+        result = verify_balances(uow)
+    if not result.ok:
+        lines = "\n".join(f"  account {d.customer_account_id or '-'}: {d.what}: journal says "
+                          f"{d.expected}, found {d.found}" for d in result.discrepancies)
+        pytest.fail(f"the ledger's books do not balance after the test "
+                    f"({result.transfers_checked} transfers checked):\n{lines}", pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def books_balance_after_each_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a test that uses the ledger, prove its books (see the module docstring).
+
+    The service is requested here, before the test body runs, so that it is torn down
+    after this check rather than before it.
+    """
+    if "service" not in request.fixturenames or request.node.get_closest_marker(TAMPERED):
+        yield
+        return
+    service: LedgerService = request.getfixturevalue("service")
+    yield
+    assert_books_balance(service)
 
 
 @pytest.fixture

@@ -59,6 +59,7 @@ def test_verify_balances_agrees_with_honest_books(books, service):
     ("available_cents", 6_001, "available_cents"),
     ("reserved_cents", 1_999, "reserved_cents"),
 ])
+@pytest.mark.books_tampered
 def test_verify_balances_finds_a_tampered_balance(books, service, column, value, what):
     with service.uow() as uow:
         uow.session.execute(update(Balance).where(
@@ -70,6 +71,7 @@ def test_verify_balances_finds_a_tampered_balance(books, service, column, value,
     assert what in [d.what for d in result.discrepancies]
 
 
+@pytest.mark.books_tampered
 def test_verify_balances_finds_an_unbalanced_transfer(books, service):
     with service.uow() as uow:
         uow.session.execute(text("UPDATE postings SET amount_cents = amount_cents + 1 "

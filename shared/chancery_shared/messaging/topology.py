@@ -46,8 +46,10 @@ QUEUES: dict[str, QueueSpec] = {
             "ledger.events", "ledger",
             ("orders.order.approved", "orders.order.rejected", "orders.order.cancelled",
              "orders.order.failed", "ca_signer.certificate.issued",
-             "ca_signer.certificate.rejected", "orders.order.refunded"),
-            "reservations, captures and releases driven by the order saga",
+             "ca_signer.certificate.rejected", "orders.order.refunded",
+             "identity.user.created", "identity.user.updated", "identity.user.deactivated"),
+            "reservations, captures and releases driven by the order saga, and identity's "
+            "users (who hears about low balances)",
         ),
         QueueSpec("audit.all", "audit", ("#",), "every message, for the audit log"),
     )
