@@ -105,6 +105,15 @@ class AuditEntry(Base):
               postgresql_ops={"action": "text_pattern_ops"}),
         Index("ix_audit_entries_correlation", "correlation_id"),
         Index("ix_audit_entries_target", "target"),
+        # target=<subject type> alone, newest first (everywhere, and within an account)
+        Index("ix_audit_entries_subject_type_at", "subject_type", "at", "id"),
+        Index("ix_audit_entries_account_subject_type_at", "account_id", "subject_type", "at",
+              "id"),
+        # free text (q) is ILIKE '%…%': trigram indexes let PostgreSQL find the few
+        # matching rows instead of reading the log (SQLite scans; it holds small logs)
+        *[Index(f"ix_audit_entries_{column}_trgm", column, postgresql_using="gin",
+                postgresql_ops={column: "gin_trgm_ops"}).ddl_if(dialect="postgresql")
+          for column in ("description", "user_name", "target")],
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
@@ -149,8 +158,9 @@ class AuditEntry(Base):
             target=f"{subject_type}:{subject_id}", description=envelope.summary,
             correlation_id=envelope.correlation_id, causation_id=envelope.causation_id,
             schema_version=envelope.schema_version, envelope=envelope.to_json(),
-            units=[AuditEntryUnit(unit_id=unit_id) for unit_id in sorted(set(unit_ids))],
         )
+        entry.units = [AuditEntryUnit(unit_id=unit_id, at=entry.at, account_id=entry.account_id)
+                       for unit_id in sorted(set(unit_ids))]
         entry.log_key = log.key
         log.append(entry)
         return entry
@@ -168,11 +178,16 @@ class AuditEntryUnit(Base):
     """A business unit an entry concerns: what a unit administrator may read."""
 
     __tablename__ = "audit_entry_units"
-    __table_args__ = (Index("ix_audit_entry_units_unit", "unit_id", "entry_id"),)
+    __table_args__ = (Index("ix_audit_entry_units_unit", "unit_id", "entry_id"),
+                      # a unit administrator's pages: their unit's entries, newest first
+                      Index("ix_audit_entry_units_unit_at", "unit_id", "at", "entry_id"))
 
     entry_id: Mapped[str] = mapped_column(ForeignKey("audit_entries.id", ondelete="CASCADE"),
                                           primary_key=True)
     unit_id: Mapped[str] = mapped_column(String, primary_key=True)
+    # copies of the entry's, so a unit's entries can be read in time order from here
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    account_id: Mapped[str | None] = mapped_column(String)
 
 
 class AuditSigningKey(Base):

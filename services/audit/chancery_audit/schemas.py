@@ -16,23 +16,27 @@ _UNENCODED_PLUS = re.compile(r"(T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?) (\d{2}:?\d{2}
 
 
 class EntryFilterArgs(Schema):
-    """The search criteria shared by the JSON list and the CSV download."""
+    """The search criteria shared by the JSON list and the CSV download.
 
-    user_id = fields.String(validate=validate.Length(min=1, max=200),
+    No ``minLength``: an empty field means "any" (``_tidy`` drops it), and the document
+    says so rather than promising a 422 that never comes.
+    """
+
+    user_id = fields.String(validate=validate.Length(max=200),
                             metadata={"description": "entries caused by this user"})
     start = fields.AwareDateTime(data_key="from", metadata={
         "description": "RFC 3339; entries at or after this time"})
     end = fields.AwareDateTime(data_key="to", metadata={
         "description": "RFC 3339; entries before this time"})
-    action = fields.String(validate=validate.Length(min=1, max=200), metadata={
+    action = fields.String(validate=validate.Length(max=200), metadata={
         "description": "message type, or its leading parts: `orders.order` is every order "
                        "event, `orders` everything orders did"})
-    q = fields.String(validate=validate.Length(min=1, max=200), metadata={
+    q = fields.String(validate=validate.Length(max=200), metadata={
         "description": "text in the description, the user's name or the target "
                        "(case-insensitive)"})
-    target = fields.String(validate=validate.Length(min=1, max=300), metadata={
+    target = fields.String(validate=validate.Length(max=300), metadata={
         "description": "`<type>:<id>` (e.g. `order:7f3…`), or a type alone (`order`)"})
-    account_id = fields.String(validate=validate.Length(min=1, max=200), metadata={
+    account_id = fields.String(validate=validate.Length(max=200), metadata={
         "description": "platform operators: one account's entries"})
 
     @pre_load
