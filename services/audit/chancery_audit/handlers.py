@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from chancery_shared.auth.tokens import OPERATOR, Principal
+from chancery_shared.messaging import contracts
 from chancery_shared.messaging.envelope import Envelope, isoformat, utcnow
 from chancery_shared.messaging.unit_of_work import UnitOfWork
 from chancery_shared.web.pagination import decode_cursor, encode_cursor
@@ -166,6 +167,22 @@ def _units_read_by(principal: Principal) -> tuple[str, ...] | None:
     return None
 
 
+def _action_is(action: str) -> ColumnElement[bool]:
+    """The action itself or any type under it (whole leading parts).
+
+    Every message type is registered before anything may publish it (the catalogue only
+    grows), so a prefix is turned into the exact types it covers: ``action IN (...)``
+    lets PostgreSQL read each type's entries from the (account, action, time) index,
+    where ``LIKE 'prefix.%'`` made it walk the log looking for a rare type.
+    """
+    prefix = action.rstrip(".")
+    types = [t for t in contracts.known_types() if t == prefix or t.startswith(prefix + ".")]
+    if not types:  # not a type of ours: match it literally, for what it is worth
+        return or_(AuditEntry.action == prefix,
+                   AuditEntry.action.startswith(prefix + ".", autoescape=True))
+    return AuditEntry.action.in_(types)
+
+
 def _conditions(principal: Principal, wanted: EntryFilter) -> list[ColumnElement[bool]]:
     """Every condition but a unit administrator's units (``_page`` applies those)."""
     conditions = [_visible_to(principal, with_units=_units_read_by(principal) is None)]
@@ -178,9 +195,7 @@ def _conditions(principal: Principal, wanted: EntryFilter) -> list[ColumnElement
     if wanted.end is not None:
         conditions.append(AuditEntry.at < as_utc(wanted.end))
     if wanted.action:
-        prefix = wanted.action.rstrip(".")
-        conditions.append(or_(AuditEntry.action == prefix,
-                              AuditEntry.action.startswith(prefix + ".", autoescape=True)))
+        conditions.append(_action_is(wanted.action))
     if wanted.target:
         conditions.append(AuditEntry.target == wanted.target if ":" in wanted.target
                           else AuditEntry.subject_type == wanted.target)

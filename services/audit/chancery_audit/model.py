@@ -105,6 +105,9 @@ class AuditEntry(Base):
               postgresql_ops={"action": "text_pattern_ops"}),
         Index("ix_audit_entries_correlation", "correlation_id"),
         Index("ix_audit_entries_target", "target"),
+        # action=<types>, newest first (everywhere, and within an account)
+        Index("ix_audit_entries_action_at", "action", "at", "id"),
+        Index("ix_audit_entries_account_action_at", "account_id", "action", "at", "id"),
         # target=<subject type> alone, newest first (everywhere, and within an account)
         Index("ix_audit_entries_subject_type_at", "subject_type", "at", "id"),
         Index("ix_audit_entries_account_subject_type_at", "account_id", "subject_type", "at",
