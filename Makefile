@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PACKAGES := shared deploy services/identity services/orders services/ca-signer services/ledger services/audit
 STAMP := $(VENV)/.chancery-installed
 
-.PHONY: help venv system-packages run up down status test test-unit test-e2e lint compose lock clean bench-crl bench-signer bench-ledger bench-audit
+.PHONY: help venv system-packages run up down status test test-unit test-e2e lint compose lock clean bench-crl bench-signer bench-ledger bench-audit chaos bench
 
 help:
 	@echo "make run     - embedded Chancery on http://127.0.0.1:$${CHANCERY_PORT:-8080} (SQLite, in-memory bus)"
@@ -46,6 +46,12 @@ test-unit: venv
 	$(BIN)/python -m pytest -m "not e2e"
 
 # Benchmarks print numbers and ratios against a baseline measured in the same run.
+# End to end through the gateway of the distributed stack (free ports, destroyed at the end):
+# certificates per second and latency at saturation and at a sustained rate, CPU per
+# component, ratio to raw signing; JSON and PNG in var/bench/. About 4 minutes.
+bench: venv system-packages
+	$(BIN)/python bench/bench_e2e.py
+
 bench-crl: venv
 	$(BIN)/python services/ca-signer/bench_crl.py
 
@@ -53,7 +59,8 @@ bench-crl: venv
 bench-signer: venv system-packages
 	$(BIN)/python services/ca-signer/bench_signer.py
 
-# Seeds 1,000,000 audit entries in a throw-away PostgreSQL, then times filtered pages per role.
+# Seeds 1,000,000 audit entries in a throw-away PostgreSQL (free port, stopped at the end), then
+# times filtered pages per role; 8-12 minutes on a loaded 2-CPU box.
 bench-audit: venv system-packages
 	$(BIN)/python services/audit/bench_audit.py
 
@@ -61,6 +68,11 @@ bench-audit: venv system-packages
 # (started on a free port for the run, stopped at the end) and SQLite; about a minute.
 bench-ledger: venv system-packages
 	$(BIN)/python services/ledger/bench_ledger.py
+
+# Fault runs on their own distributed stack: 500 orders while RabbitMQ, a signer worker,
+# PostgreSQL and the orders relay are killed and restarted; also part of `make test`.
+chaos: venv system-packages
+	$(BIN)/python -m pytest tests/chaos
 
 lint: venv
 	$(BIN)/ruff check .

@@ -44,7 +44,7 @@ def problem_body(status: int) -> str:
     """The JSON problem document nginx returns itself; single-quote-free for nginx."""
     slug, title, detail = PROBLEMS[status]
     body = {"type": f"urn:chancery:problem:gateway:{slug}", "title": title, "status": status,
-            "detail": detail}
+            "detail": detail, "code": slug}  # `code`: as every service's problem has
     return json.dumps(body, separators=(",", ":"))
 
 

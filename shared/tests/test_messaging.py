@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
 from chancery_shared.db import make_engine, make_session_factory
 from chancery_shared.messaging import envelope as envelopes
+from chancery_shared.messaging import relay as relay_module
 from chancery_shared.messaging.consumer import (
     MessageConsumer,
     peek_dead_letters,
     replay_dead_letters,
 )
-from chancery_shared.messaging.envelope import Actor, Context
+from chancery_shared.messaging.envelope import Actor, Context, Envelope
 from chancery_shared.messaging.relay import OutboxRelay
 from chancery_shared.messaging.tables import MessagingTables
 from chancery_shared.messaging.unit_of_work import UnitOfWork
@@ -200,6 +202,39 @@ def test_poison_message_is_retried_then_dead_lettered_and_can_be_replayed(bus):
             t.join(5)
 
 
+def test_a_database_outage_does_not_use_up_the_retries(bus):
+    """A message whose handler lost the database (PostgreSQL restarting) is retried past
+    the ordinary budget instead of being dead-lettered: the message is not poison."""
+    from sqlalchemy.exc import OperationalError
+
+    attempts: list[int] = []
+
+    def database_restarting(env, uow):
+        attempts.append(1)
+        if len(attempts) <= 4:
+            raise OperationalError("SELECT 1", {}, Exception("the database system is "
+                                                            "shutting down"))
+
+    consumer = MessageConsumer("ledger.events", {"orders.order.cancelled": database_restarting},
+                               bus.uow, bus.url, max_retries=1, backoff_seconds=0.001)
+    stop = threading.Event()
+    threads = [threading.Thread(target=bus.relay().run, args=(stop,), daemon=True),
+               threading.Thread(target=consumer.run_until, args=(stop,), daemon=True)]
+    for t in threads:
+        t.start()
+    try:
+        with bus.uow() as uow:
+            emit_cancelled(uow)
+            uow.commit()
+        wait_for(lambda: consumer.handled == 1, message="handled once the database is back")
+        assert len(attempts) == 5
+        assert peek_dead_letters(bus.url, "ledger.events") == []
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(5)
+
+
 def test_invalid_message_goes_straight_to_dead_letters(bus):
     from chancery_shared.messaging import broker, topology
     from kombu import Producer
@@ -221,3 +256,91 @@ def test_invalid_message_goes_straight_to_dead_letters(bus):
     finally:
         stop.set()
         thread.join(5)
+
+
+# --- on PostgreSQL: commits wake the relay (LISTEN/NOTIFY, from make bench, which replaced
+# 50 ms polling: docs/performance.md), and twin deliveries handled at the same moment
+# have one effect (the second waits on the inbox row, then gives way).
+
+
+@pytest.fixture
+def pg_bus(infrastructure) -> Iterator[Bus]:
+    bus = Bus(infrastructure["CHANCERY_ORDERS_DATABASE_URL"],
+              infrastructure["CHANCERY_BROKER_URL"])
+    yield bus
+    purge_broker(bus.url)
+    bus.engine.dispose()
+
+
+def test_a_commit_wakes_the_listening_relay(pg_bus, monkeypatch):
+    # Without the notification the relay would look again only after 120 s, past the wait.
+    monkeypatch.setattr(relay_module, "IDLE_POLL_SECONDS", 120.0)
+    received: list[str] = []
+    consumer = MessageConsumer("audit.all", {"#": lambda env, uow: received.append(
+        env.subject["id"])}, pg_bus.uow, pg_bus.url)
+    relay = relay_module.OutboxRelay("orders", pg_bus.engine, pg_bus.sessions,
+                                     pg_bus.tables, pg_bus.url)  # no in-process wakeup
+    stop = threading.Event()
+    threads = [threading.Thread(target=relay.run, args=(stop,), daemon=True),
+               threading.Thread(target=consumer.run_until, args=(stop,), daemon=True)]
+    for thread in threads:
+        thread.start()
+    try:
+        with pg_bus.uow() as uow:
+            emit_cancelled(uow, "o-first")
+            uow.commit()
+        wait_for(lambda: received == ["o-first"], timeout=60, message="the first delivery")
+        # the relay is now idle in its wait: only the notification can bring it back
+        with pg_bus.uow() as uow:
+            emit_cancelled(uow, "o-second")
+            uow.commit()
+        wait_for(lambda: received == ["o-first", "o-second"], timeout=60,
+                 message="the second delivery, woken by NOTIFY")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(5)
+
+
+def test_a_rolled_back_emit_sends_no_notification(pg_bus):
+    import psycopg
+
+    url = pg_bus.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(url, autocommit=True) as listener:
+        listener.execute(f"LISTEN {relay_module.OUTBOX_CHANNEL}")
+        with pg_bus.uow() as uow:
+            emit_cancelled(uow, "o-rolled-back")
+            uow.rollback()
+        assert list(listener.notifies(timeout=1.0, stop_after=1)) == []
+        with pg_bus.uow() as uow:
+            emit_cancelled(uow, "o-committed")
+            uow.commit()
+        assert len(list(listener.notifies(timeout=30.0, stop_after=1))) == 1
+
+
+def test_twin_deliveries_handled_at_once_have_one_effect(pg_bus):
+    inside = threading.Event()
+
+    def slow_effect(envelope: Envelope, uow: UnitOfWork) -> None:
+        emit_cancelled(uow, "o-effect")  # the effect: a row in the same transaction
+        inside.set()
+        time.sleep(1.0)  # the twin arrives meanwhile and must wait for this commit
+
+    consumer = MessageConsumer("ledger.events", {"orders.order.cancelled": slow_effect},
+                               pg_bus.uow, pg_bus.url)
+    with pg_bus.uow() as uow:
+        envelope = emit_cancelled(uow, "o-twin")
+        uow.commit()
+    results: list[bool] = []
+    first = threading.Thread(target=lambda: results.append(consumer.handle(envelope)))
+    first.start()
+    assert inside.wait(30)
+    results.append(consumer.handle(envelope))  # the twin, while the first is inside
+    first.join(30)
+    assert sorted(results) == [False, True]
+    with pg_bus.sessions() as session:
+        effects = session.execute(select(func.count()).select_from(pg_bus.tables.outbox)
+                                  .where(pg_bus.tables.outbox.c.body.contains("o-effect"))
+                                  ).scalar_one()
+    assert effects == 1
+    assert pg_bus.count(pg_bus.tables.inbox) == 1

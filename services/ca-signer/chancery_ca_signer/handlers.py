@@ -69,8 +69,16 @@ def issuer_summaries(uow: UnitOfWork) -> list[dict[str, Any]]:
             signs.setdefault(issuer.id, []).append(profile)
     fields = ("id", "kind", "parent_id", "subject", "not_before", "not_after", "active",
               "key_type", "key_backend", "revoked_at", "certificate_pem")
-    return [{**{name: getattr(issuer, name) for name in fields},
+    return [{**{name: _aware(getattr(issuer, name)) for name in fields},
              "profiles": signs.get(issuer.id, [])} for issuer in issuers]
+
+
+def _aware(value: Any) -> Any:
+    """Times as the API promises them (RFC 3339, with an offset): SQLite, where the
+    embedded mode keeps this model, hands ``DateTime(timezone=True)`` back naive."""
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
 
 
 def issuer_certificate_der(uow: UnitOfWork, issuer_id: str) -> bytes:

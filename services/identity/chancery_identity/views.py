@@ -282,6 +282,11 @@ def create_account(body):
 
 
 @wellknown.route("/jwks.json")
+@wellknown.doc(security=[], responses={"200": {
+    "description": "A JSON Web Key Set (RFC 7517)",
+    "content": {"application/json": {"schema": {
+        "type": "object", "required": ["keys"],
+        "properties": {"keys": {"type": "array", "items": {"type": "object"}}}}}}}})
 @public
 def jwks():
     """The public keys that verify access tokens (JWKS, RFC 7517), rotated keys included."""

@@ -54,3 +54,36 @@ def test_a_failed_attempt_frees_the_key_and_passwords_are_not_fingerprinted(iden
         rows = uow.session.execute(select(table)).all()
         assert uow.session.execute(select(func.count()).select_from(table)).scalar_one() == 1
     assert all("Juniper" not in str(tuple(row)) for row in rows)
+
+
+def test_a_claim_orphaned_by_a_dead_attempt_is_taken_over_after_the_lease(identity):
+    """An attempt that lost its database cannot release its claim: a retry must not get
+    409 "in progress" forever (the fault runs saw it after a PostgreSQL restart)."""
+    from datetime import timedelta
+
+    from chancery_shared.messaging.envelope import utcnow
+    from chancery_shared.web.idempotency import CLAIM_LEASE, fingerprint
+    from sqlalchemy import insert
+
+    client = identity.create_app().test_client()
+    admin = bearer(sign_in(client, "admin@example.com").get_json()["access_token"])
+    me = client.get("/api/identity/v1/me", headers=admin).get_json()
+    table = identity.messaging.idempotency
+    body = {"name": "Orphaned"}
+    for key, age in (("orphan-fresh", timedelta(0)), ("orphan-stale", CLAIM_LEASE * 2)):
+        with identity.uow() as uow:  # what a request that died mid-way leaves behind
+            uow.session.execute(insert(table).values(
+                principal=me["id"], key=key, method="POST", path="/api/identity/v1/units",
+                request_hash=fingerprint(body), created_at=utcnow() - age))
+            uow.commit()
+    fresh = client.post("/api/identity/v1/units", json=body,
+                        headers={**admin, HEADER: "orphan-fresh"})
+    assert fresh.status_code == 409  # may still be running: a twin must wait
+    stale = client.post("/api/identity/v1/units", json=body,
+                        headers={**admin, HEADER: "orphan-stale"})
+    assert stale.status_code == 201, stale.get_json()
+    again = client.post("/api/identity/v1/units", json=body,
+                        headers={**admin, HEADER: "orphan-stale"})
+    assert again.status_code == 201 and again.headers["Idempotent-Replayed"] == "true"
+    units = client.get("/api/identity/v1/units", headers=admin).get_json()["items"]
+    assert [u["name"] for u in units].count("Orphaned") == 1

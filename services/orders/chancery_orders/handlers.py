@@ -30,6 +30,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import lazyload
 
 from chancery_orders import access, caa, downloads, organizations
 from chancery_orders import names as hostnames
@@ -670,8 +671,13 @@ def certificate_download(uow: UnitOfWork, principal: Principal, order_id: str,
 
 
 def _order_of_message(uow: UnitOfWork, envelope: Envelope, order_id: str) -> Order | None:
-    """The order a message is about, locked; None (and a warning) if it is not ours."""
-    order = uow.session.get(Order, order_id, with_for_update=True)
+    """The order a message is about, locked; None (and a warning) if it is not ours.
+
+    Its unit and assignees, which the saga's answers do not use, are left to load on
+    first access instead of with the order: two queries fewer per message (make bench).
+    """
+    order = uow.session.get(Order, order_id, with_for_update=True,
+                            options=[lazyload(Order.unit_record), lazyload(Order.assignments)])
     if order is None or order.account_id != envelope.account_id:
         log.warning("%s %s names order %s, which is not an order of account %s; ignored",
                     envelope.type, envelope.event_id, order_id, envelope.account_id)

@@ -9,6 +9,7 @@ from chancery_shared.auth.policy import current_principal, require
 from chancery_shared.messaging.unit_of_work import UnitOfWork
 from chancery_shared.service import current_service
 from chancery_shared.web.app import request_context
+from chancery_shared.web.idempotency import idempotent
 from flask import Response
 from flask_smorest import Blueprint
 
@@ -85,6 +86,7 @@ def approve_domain(body: dict[str, Any], domain_id: str) -> Any:
 
 
 @api.route("/orders", methods=["POST"])
+@idempotent  # api.md: a retried submission must not order (and charge) twice
 @api.arguments(schemas.NewOrderSchema)
 @api.response(201, schemas.OrderSchema)
 def submit_order(body: dict[str, Any]) -> Any:

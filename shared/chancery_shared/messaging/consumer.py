@@ -5,6 +5,13 @@ records the message id in the inbox in the same transaction, commits, and only t
 acknowledges. A failing message is retried a bounded number of times (republished to
 its own queue with a retry count), then moved to ``<queue>.dead`` with the error, where
 an operator can inspect and replay it (``chancery dead-letters``).
+
+A lost database is an outage, not a poison message: while the service's database is
+unreachable (restarting, failing over) a message is retried on a separate, longer
+budget (OUTAGE_RETRIES, backing off to OUTAGE_MAX_BACKOFF, about five minutes) instead
+of being dead-lettered after the second or so the ordinary budget lasts. The fault runs
+(tests/chaos) found signing commands dead-lettered, and their orders stuck in
+``issuing``, by a PostgreSQL restart of a few seconds.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from typing import Any
 from kombu import Connection, Consumer, Message, Producer
 from kombu.mixins import ConsumerMixin
 from marshmallow import ValidationError
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 
 from chancery_shared.messaging import broker, topology
 from chancery_shared.messaging import envelope as envelopes
@@ -29,7 +36,18 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[Envelope, UnitOfWork], None]
 RETRY_HEADER = "x-chancery-retries"
+OUTAGE_HEADER = "x-chancery-outage-retries"
 ERROR_HEADER = "x-chancery-error"
+OUTAGE_RETRIES = 60
+OUTAGE_MAX_BACKOFF = 5.0
+
+
+def is_database_outage(exc: BaseException) -> bool:
+    """The database could not be reached or dropped the connection: not the message's
+    fault, so it must not use up the message's retries."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, OperationalError | InterfaceError)
 
 
 class MessageConsumer(ConsumerMixin):
@@ -73,7 +91,8 @@ class MessageConsumer(ConsumerMixin):
         except Exception as exc:  # noqa: BLE001 - any failure is retried, then dead-lettered
             log.exception("%s: handling %s %s failed", self.queue, envelope.type,
                           envelope.event_id)
-            self._retry_or_dead_letter(message, f"{type(exc).__name__}: {exc}")
+            self._retry_or_dead_letter(message, f"{type(exc).__name__}: {exc}",
+                                       outage=is_database_outage(exc))
             return
         message.ack()
 
@@ -86,11 +105,12 @@ class MessageConsumer(ConsumerMixin):
             if uow.already_processed(self.queue, envelope.event_id):
                 return False
             handler(envelope, uow)
-            uow.mark_processed(self.queue, envelope.event_id)
             try:
+                uow.mark_processed(self.queue, envelope.event_id)
                 uow.commit()
             except IntegrityError:
-                # A twin delivery committed first: that is the one effect we wanted.
+                # A twin delivery committed first: that is the one effect we wanted. On
+                # PostgreSQL the inbox insert itself fails (it waited for the twin's commit).
                 with self._uow_factory() as check:
                     if check.already_processed(self.queue, envelope.event_id):
                         return False
@@ -100,14 +120,16 @@ class MessageConsumer(ConsumerMixin):
 
     # failure paths ------------------------------------------------------------------
 
-    def _retry_or_dead_letter(self, message: Message, error: str) -> None:
-        retries = int((message.headers or {}).get(RETRY_HEADER, 0))
-        if retries >= self._max_retries:
+    def _retry_or_dead_letter(self, message: Message, error: str, outage: bool = False) -> None:
+        header, budget, cap = ((OUTAGE_HEADER, OUTAGE_RETRIES, OUTAGE_MAX_BACKOFF) if outage
+                               else (RETRY_HEADER, self._max_retries, 2.0))
+        retries = int((message.headers or {}).get(header, 0))
+        if retries >= budget:
             self._dead_letter(message, error)
             return
-        time.sleep(min(self._backoff * (2 ** retries), 2.0))
+        time.sleep(min(self._backoff * (2 ** retries), cap))
         self._republish(message, topology.RETRY_EXCHANGE,
-                        {RETRY_HEADER: retries + 1, ERROR_HEADER: error[:500]})
+                        {header: retries + 1, ERROR_HEADER: error[:500]})
         message.ack()
 
     def _dead_letter(self, message: Message, error: str) -> None:
@@ -152,7 +174,7 @@ def replay_dead_letters(broker_url: str, queue: str, limit: int | None = None) -
             if message is None:
                 break
             headers = {k: v for k, v in (message.headers or {}).items()
-                       if k not in (RETRY_HEADER, ERROR_HEADER)}
+                       if k not in (RETRY_HEADER, OUTAGE_HEADER, ERROR_HEADER)}
             producer.publish(message.body, exchange=topology.RETRY_EXCHANGE, routing_key=queue,
                              headers=headers, message_id=message.properties.get("message_id"),
                              delivery_mode=2, content_type="application/json",

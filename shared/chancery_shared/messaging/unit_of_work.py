@@ -12,11 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from chancery_shared.messaging.envelope import Context, Envelope, new_envelope, utcnow
+from chancery_shared.messaging.relay import OUTBOX_CHANNEL
 from chancery_shared.messaging.tables import MessagingTables
 
 
@@ -53,6 +54,11 @@ class UnitOfWork:
             event_id=envelope.event_id, type=envelope.type, body=envelope.to_json(),
             created_at=utcnow(), attempts=0,
         ))
+        if self.session.get_bind().dialect.name == "postgresql":
+            # wakes the relay at commit (dropped on rollback; repeats within one
+            # transaction are folded into one by PostgreSQL): see relay.py
+            self.session.execute(text("SELECT pg_notify(:channel, '')"),
+                                 {"channel": OUTBOX_CHANNEL})
         self.emitted.append(envelope)
         return envelope
 

@@ -9,7 +9,9 @@ marshmallow schemas (flask-smorest) at ``/api/<name>/openapi.json``.
 
 from __future__ import annotations
 
+import http
 import ipaddress
+import json
 import logging
 import re
 import time
@@ -18,7 +20,9 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import flask_smorest
+import marshmallow as ma
 from flask import Flask, Response, g, request
+from flask_smorest.utils import prepare_response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -30,15 +34,54 @@ from werkzeug.exceptions import HTTPException
 
 from chancery_shared.auth.policy import is_public, public
 from chancery_shared.auth.tokens import InvalidToken, TokenVerifier
-from chancery_shared.web.problems import Problem, Unauthenticated, flatten_messages, render
+from chancery_shared.web.problems import (
+    PROBLEM_JSON,
+    Problem,
+    Unauthenticated,
+    flatten_messages,
+    render,
+)
 
 log = logging.getLogger(__name__)
 _PUBLIC_ENDPOINTS = {"api-docs.openapi_json"}
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
 
+class ErrorSchema(ma.Schema):
+    """What every error answer carries (RFC 9457 problem details), for the OpenAPI document.
+
+    Some problems add members (``retry_after``, ``balance_cents``...), hence INCLUDE.
+    """
+
+    class Meta:
+        unknown = ma.INCLUDE
+
+    type = ma.fields.String(required=True, metadata={"description": "urn:chancery:problem:<code>"})
+    title = ma.fields.String(required=True)
+    status = ma.fields.Integer(required=True)
+    detail = ma.fields.String(required=True)
+    code = ma.fields.String(required=True, metadata={"description": "stable error code"})
+    errors = ma.fields.Dict(keys=ma.fields.String(),
+                            values=ma.fields.List(ma.fields.String()),
+                            metadata={"description": "messages by field"})
+
+
 class _Api(flask_smorest.Api):
     """flask-smorest, with our error format instead of its own."""
+
+    ERROR_SCHEMA = ErrorSchema
+
+    def _register_responses(self) -> None:
+        """Document error responses as what they are: application/problem+json."""
+        for status in http.HTTPStatus:
+            response: dict[str, Any] = {"description": status.phrase}
+            if not (100 <= status < 200) and status not in (204, 304):
+                response["schema"] = self.ERROR_SCHEMA
+            prepare_response(response, self.spec, PROBLEM_JSON)
+            self.spec.components.response(status.name, response, lazy=True)
+        response = {"description": "Default error response", "schema": self.ERROR_SCHEMA}
+        prepare_response(response, self.spec, PROBLEM_JSON)
+        self.spec.components.response("DEFAULT_ERROR", response, lazy=True)
 
     def handle_http_exception(self, error: HTTPException) -> Response:  # type: ignore[override]
         return http_exception_to_problem(error)
@@ -135,6 +178,38 @@ def create_app(*, service: str, api_name: str, title: str, description: str,
         if g.principal is None and view is not None and not open_route:
             raise Unauthenticated("a valid bearer token is required")
 
+    @app.before_request
+    def _refuse_nul_in_query() -> None:
+        """A NUL can reach no database column (PostgreSQL refuses it in text: a 500)."""
+        if any("\x00" in value for value in request.args.values()):
+            raise Problem("query parameters cannot contain NUL characters", status=400,
+                          code="bad_request")
+
+    @app.before_request
+    def _refuse_unparseable_json() -> None:
+        """JSON the parsers would crash on is a 400, not a 500.
+
+        webargs and ``request.get_json`` turn malformed JSON into a 400 themselves, but
+        not the two ways a well-formed-looking body makes ``json.loads`` raise something
+        else: nesting deeper than the interpreter's recursion limit (RecursionError) and
+        integers longer than its 4,300-digit conversion limit (a plain ValueError).
+        """
+        if not request.is_json or request.method in ("GET", "HEAD", "OPTIONS"):
+            return
+        data = request.get_data(cache=True)  # 413 beyond MAX_CONTENT_LENGTH
+        if not data:
+            return
+        try:
+            document = json.loads(data)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return  # malformed: the argument parser answers it as always
+        except (RecursionError, ValueError) as exc:
+            raise Problem("the JSON body cannot be processed: it is nested too deeply or "
+                          "holds a number too long", status=400, code="bad_request") from exc
+        if b"\\u0000" in data and _holds_nul(document):
+            raise Problem("JSON strings cannot contain NUL characters", status=400,
+                          code="bad_request")
+
     @app.after_request
     def _finish(response: Response) -> Response:
         response.headers["X-Request-Id"] = getattr(g, "request_id", "")
@@ -192,6 +267,22 @@ def create_app(*, service: str, api_name: str, title: str, description: str,
     if extra_routes:
         extra_routes(app)
     return app
+
+
+def _holds_nul(value: Any) -> bool:
+    """Whether a parsed JSON document has a NUL in any string, key or value."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 class _Metrics:

@@ -5,6 +5,13 @@ A key is claimed in its own short transaction before the work starts (a concurre
 twin gets 409), the first successful response is stored in the same transaction as
 the work, and an attempt that failed releases its claim so the client may try again.
 Request fingerprints never contain a card number or CVC.
+
+An attempt that failed because the database itself went away cannot release its claim
+(the release needs the database too). The ``@idempotent`` decorator therefore lets a
+retry take over a claim that has had no response for ``CLAIM_LEASE``: without that the
+key answered 409 "in progress" forever after a PostgreSQL restart (found by the fault
+runs, tests/chaos). Direct callers (the ledger's card deposits, where an external
+charge may have happened) keep the claim until an operator looks.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import Response
@@ -26,6 +34,10 @@ from chancery_shared.messaging.unit_of_work import UnitOfWork
 from chancery_shared.web.problems import Conflict, InvalidField
 
 HEADER = "Idempotency-Key"
+CLAIM_LEASE = timedelta(seconds=60)
+"""How long a claim without a response counts as in progress for ``@idempotent``: as
+long as the gateway waits for an answer (nginx ``proxy_read_timeout 60s``), after which
+the client has had its 504 and the attempt is as good as dead."""
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 
 
@@ -47,8 +59,12 @@ class IdempotencyKeys:
         self._table = table
 
     def begin(self, principal: str, key: str, method: str, path: str,
-              request_hash: str) -> Claim | Response:
-        """Claim ``key`` for this request, or the stored response of its first success."""
+              request_hash: str, stale_after: timedelta | None = None) -> Claim | Response:
+        """Claim ``key`` for this request, or the stored response of its first success.
+
+        With ``stale_after``, a claim that has had no response for that long belongs to
+        an attempt that died without releasing it: this request takes it over.
+        """
         if not _KEY.match(key):
             raise InvalidField(HEADER, "must be 1 to 255 printable ASCII characters")
         t = self._table
@@ -69,12 +85,29 @@ class IdempotencyKeys:
             raise InvalidField(HEADER, "was already used for a different request",
                                code="idempotency_key_reused")
         if row.status_code is None:
+            if stale_after is not None and self._take_over(row, stale_after):
+                return Claim(principal, key)
             raise Conflict("a request with this Idempotency-Key is in progress",
                            code="idempotency_key_in_use")
         response = Response(row.response_body, status=row.status_code,
                             mimetype="application/json")
         response.headers["Idempotent-Replayed"] = "true"
         return response
+
+    def _take_over(self, row: Any, stale_after: timedelta) -> bool:
+        """Renew a stale claim for the caller; only one of concurrent retries wins."""
+        claimed_at = row.created_at if row.created_at.tzinfo else row.created_at.replace(
+            tzinfo=UTC)
+        if datetime.now(UTC) - claimed_at < stale_after:
+            return False
+        t = self._table
+        with self._uow() as uow:
+            renewed = uow.session.execute(
+                update(t).where(t.c.principal == row.principal, t.c.key == row.key,
+                                t.c.status_code.is_(None), t.c.created_at == row.created_at)
+                .values(created_at=utcnow()))
+            uow.commit()
+        return renewed.rowcount == 1
 
     def complete(self, session: Session, claim: Claim, status: int, body: Any) -> None:
         """Store the response in the caller's transaction (it commits with the work)."""
@@ -123,7 +156,7 @@ def idempotent(view: Callable[..., Any] | None = None, *,
             if isinstance(body, dict):
                 body = {k: v for k, v in body.items() if k not in secret_fields}
             started = keys.begin(current_principal().user_id, key, request.method,
-                                 request.path, fingerprint(body))
+                                 request.path, fingerprint(body), stale_after=CLAIM_LEASE)
             if isinstance(started, Response):
                 return started
             try:
