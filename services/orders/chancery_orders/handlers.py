@@ -246,6 +246,7 @@ class NewOrder:
     unit_id: str | None = None
     notes: str | None = None
     organization_id: str | None = None  # OV/EV products only
+    submission_key: str | None = None  # the request's Idempotency-Key, if it had one
 
 
 class _Problems:
@@ -417,8 +418,18 @@ def submit_order(uow: UnitOfWork, principal: Principal, context: Context,
     name is covered by a validated domain of the account.
 
     ``renewal_of``: the order this one renews (pre-filled from it; its unit is inherited).
+    A submission with an Idempotency-Key this requester already placed an order with
+    returns that order and does nothing else: the key is kept on the order in the same
+    transaction, so even a retry after an answer was lost (the first attempt committed,
+    then the database went away before the response was stored) orders only once.
     """
     assert principal.account_id is not None
+    if new.submission_key is not None:
+        placed = uow.session.execute(select(Order).where(
+            Order.requester_id == principal.user_id,
+            Order.submission_key == new.submission_key)).scalar_one_or_none()
+        if placed is not None:
+            return placed
     checked = _check_request(uow, principal, new,
                              unit="kept" if renewal_of is not None else "requester")
     product, names, checked_csr, unit_id = (checked.product, checked.names, checked.csr,
@@ -433,7 +444,8 @@ def submit_order(uow: UnitOfWork, principal: Principal, context: Context,
                   notes=new.notes or None, price_cents=product.price_cents(new.term_years,
                                                                            len(names)),
                   renewal_of=renewal_of.id if renewal_of is not None else None,
-                  organization_id=new.organization_id, created_at=now, updated_at=now)
+                  organization_id=new.organization_id, submission_key=new.submission_key,
+                  created_at=now, updated_at=now)
     order.product = product
     order.submitted(context.actor)
     if renewal_of is not None:

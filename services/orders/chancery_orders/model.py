@@ -270,7 +270,10 @@ class Order(Base):
     """A request for a certificate, from submission to issuance (or its end)."""
 
     __tablename__ = "orders"
-    __table_args__ = (Index("ix_orders_account_created", "account_id", "created_at", "id"),)
+    __table_args__ = (Index("ix_orders_account_created", "account_id", "created_at", "id"),
+                      # one order per requester and Idempotency-Key, stored with the order
+                      Index("uq_orders_requester_submission_key", "requester_id",
+                            "submission_key", unique=True))
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     account_id: Mapped[str] = mapped_column(String(36))
     status: Mapped[str] = mapped_column(String(20), index=True)
@@ -283,6 +286,9 @@ class Order(Base):
     key_description: Mapped[str] = mapped_column(String(40))
     unit_id: Mapped[str | None] = mapped_column(String(36), index=True)
     requester_id: Mapped[str] = mapped_column(String(36), index=True)
+    # the Idempotency-Key it was submitted with, written in the same transaction as the
+    # order: a retry whose first attempt committed but never answered finds it here
+    submission_key: Mapped[str | None] = mapped_column(String(255))
     requester_name: Mapped[str] = mapped_column(String(200))
     notes: Mapped[str | None] = mapped_column(Text)
     price_cents: Mapped[int] = mapped_column(Integer)

@@ -9,8 +9,9 @@ from chancery_shared.auth.policy import current_principal, require
 from chancery_shared.messaging.unit_of_work import UnitOfWork
 from chancery_shared.service import current_service
 from chancery_shared.web.app import request_context
+from chancery_shared.web.idempotency import HEADER as IDEMPOTENCY_HEADER
 from chancery_shared.web.idempotency import idempotent
-from flask import Response
+from flask import Response, request
 from flask_smorest import Blueprint
 
 from chancery_orders import handlers, inventory, schemas
@@ -97,7 +98,8 @@ def submit_order(body: dict[str, Any]) -> Any:
         product=body["product"], term_years=body["term_years"],
         server_type=body["server_type"], common_name=body["common_name"],
         sans=tuple(body["sans"]), csr=body["csr"], unit_id=body.get("unit_id"),
-        notes=body.get("notes"), organization_id=body.get("organization_id"))
+        notes=body.get("notes"), organization_id=body.get("organization_id"),
+        submission_key=request.headers.get(IDEMPOTENCY_HEADER))
     with _uow() as uow:
         return handlers.submit_order(uow, principal, request_context(principal), new)
 
