@@ -55,13 +55,13 @@ from typing import Any
 
 from chancery_audit import handlers
 from chancery_audit.handlers import EntryFilter
-from chancery_audit.model import PLATFORM_LOG, AuditEntry, log_key
+from chancery_audit.model import PLATFORM_LOG, log_key
 from chancery_audit.service import AuditService
 from chancery_shared.auth.tokens import OPERATOR, Principal
 from chancery_shared.messaging.envelope import isoformat
 from chancery_shared.service import Runtime
 from chancery_shared.web.pagination import encode_cursor
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.engine import make_url
 
 try:  # the hash chain (issue 8); seeded only when the schema has its columns
@@ -636,7 +636,8 @@ def generate(plan: Plan, world: World, out: Any) -> None:
             lines.append("\t".join([copy_text(values[c]) for c in columns]) + "\n")
             for unit_id in units:
                 unit_lines.append(f"{values['id']}\t{unit_id}\t{copy_text(values['at'])}\t"
-                                  f"{copy_text(values['account_id'])}\n")
+                                  f"{copy_text(values['account_id'])}\t"
+                                  f"{copy_text(values['action'])}\n")
         while current < plan.slices:
             out.put(("slice", "".join(lines).encode(), "".join(unit_lines).encode()))
             current, lines, unit_lines = current + 1, [], []
@@ -694,8 +695,8 @@ def seed(url: str, count: int, workers: int, rng: random.Random,
         if not chained:
             entry_columns = [c for c in entry_columns if c not in ("prev_hash", "hash")]
         unit_columns = copy_columns(cur, "audit_entry_units",
-                                    {"entry_id", "unit_id", "at", "account_id"})
-        if unit_columns != ["entry_id", "unit_id", "at", "account_id"]:
+                                    {"entry_id", "unit_id", "at", "account_id", "action"})
+        if unit_columns != ["entry_id", "unit_id", "at", "account_id", "action"]:
             raise SystemExit(f"audit_entry_units has columns {unit_columns}: teach the seeder")
         log_columns = copy_columns(cur, "audit_logs", {
             "key", "account_id", "last_sequence", "created_at", "head_hash", "first_sequence",
@@ -763,7 +764,7 @@ def seed(url: str, count: int, workers: int, rng: random.Random,
                     process.join(5)
         seconds["generate_and_copy_entries"] = time.monotonic() - started
         started = time.monotonic()
-        with cur.copy("COPY audit_entry_units (entry_id, unit_id, at, account_id) "
+        with cur.copy("COPY audit_entry_units (entry_id, unit_id, at, account_id, action) "
                       "FROM STDIN WITH (FREEZE)") as copy:
             for chunk in unit_chunks:
                 copy.write(chunk)
@@ -1053,19 +1054,29 @@ def measure(service: AuditService, cells: list[Cell], say: Callable[[str], None]
 
 
 def explain(service: AuditService, principal: Principal, query: Query) -> str:
-    """EXPLAIN (ANALYZE, BUFFERS) of the page query ``handlers.search`` runs for ``query``."""
-    conditions = handlers._conditions(principal, query.wanted)
-    statement = select(AuditEntry).where(*conditions)
-    position = handlers._after(query.cursor)
-    if position is not None:
-        statement = statement.where(position)
-    statement = statement.order_by(AuditEntry.at.desc(), AuditEntry.id.desc()).limit(PAGE + 1)
-    compiled = statement.compile(dialect=service.engine.dialect,
-                                 compile_kwargs={"render_postcompile": True})
+    """EXPLAIN (ANALYZE, BUFFERS) of every statement ``handlers.search`` runs for ``query``
+    (a free-text search reads several windows of time; the units load is one more)."""
+    statements: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any,
+                executemany: bool) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            statements.append((statement, parameters))
+
+    event.listen(service.engine, "before_cursor_execute", capture)
+    try:
+        with service.uow() as uow:
+            handlers.search(uow, principal, query.wanted, limit=PAGE, cursor=query.cursor)
+    finally:
+        event.remove(service.engine, "before_cursor_execute", capture)
+    plans = []
     with service.engine.connect() as connection:
-        rows = connection.exec_driver_sql("EXPLAIN (ANALYZE, BUFFERS) " + compiled.string,
-                                          compiled.params).all()
-    return "\n".join(row[0] for row in rows)
+        for number, (statement, parameters) in enumerate(statements, 1):
+            rows = connection.exec_driver_sql("EXPLAIN (ANALYZE, BUFFERS) " + statement,
+                                              parameters).all()
+            plans.append(f"-- statement {number} of {len(statements)}\n"
+                         + "\n".join(row[0] for row in rows))
+    return "\n".join(plans)
 
 
 def describe(wanted: EntryFilter) -> str:

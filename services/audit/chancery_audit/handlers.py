@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from chancery_shared.auth.tokens import OPERATOR, Principal
@@ -26,7 +26,7 @@ from chancery_shared.web.problems import Forbidden, InvalidField, NotFound
 from sqlalchemy import ColumnElement, and_, exists, false, or_, select, true
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, lazyload
 
 from chancery_audit.model import AuditEntry, AuditEntryUnit, AuditLog, as_utc, log_key
 
@@ -141,7 +141,33 @@ class Page:
     next_cursor: str | None
 
 
-def _visible_to(principal: Principal, with_units: bool = True) -> ColumnElement[bool]:
+#: Free text is looked for newest first in windows of time that grow: the first covers
+#: the last FIRST_WINDOW, each next one GROWTH times as much, and after MAX_WINDOWS the
+#: rest of the log. See ``_windows``.
+FIRST_WINDOW = timedelta(days=1)
+GROWTH = 8
+MAX_WINDOWS = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class _Search:
+    """A filter made ready to run for one reader.
+
+    ``conditions`` hold on the entry; time, action and (for a unit administrator) the
+    account are kept apart, because a unit administrator's entries are read through
+    ``audit_entry_units``, whose own copies of them are what its indexes order by.
+    """
+
+    conditions: tuple[ColumnElement[bool], ...]
+    account_id: str | None
+    start: datetime | None
+    end: datetime | None
+    action: str | None
+    units: tuple[str, ...] | None    # a unit administrator's units (None: everyone else)
+    in_windows: bool                 # free text: read the log in windows of time
+
+
+def _visible_to(principal: Principal) -> ColumnElement[bool]:
     """The entries ``principal`` may read: roles.md's 'read the audit log' row."""
     if principal.role == OPERATOR:
         return true()
@@ -153,22 +179,13 @@ def _visible_to(principal: Principal, with_units: bool = True) -> ColumnElement[
         return in_account
     if not principal.unit_ids:
         return false()
-    if not with_units:
-        return in_account  # the caller reads through the units' own index (see _page)
     about_their_units = exists().where(AuditEntryUnit.entry_id == AuditEntry.id,
                                        AuditEntryUnit.unit_id.in_(principal.unit_ids))
     return and_(in_account, about_their_units)
 
 
-def _units_read_by(principal: Principal) -> tuple[str, ...] | None:
-    """A unit administrator's units: their pages are read unit by unit (None: others)."""
-    if principal.role == "unit_admin" and principal.unit_ids:
-        return tuple(sorted(set(principal.unit_ids)))
-    return None
-
-
-def _action_is(action: str) -> ColumnElement[bool]:
-    """The action itself or any type under it (whole leading parts).
+def _action_is(action: str, column: Any) -> ColumnElement[bool]:
+    """``column`` (an action) is ``action`` itself or any type under it (whole parts).
 
     Every message type is registered before anything may publish it (the catalogue only
     grows), so a prefix is turned into the exact types it covers: ``action IN (...)``
@@ -178,24 +195,26 @@ def _action_is(action: str) -> ColumnElement[bool]:
     prefix = action.rstrip(".")
     types = [t for t in contracts.known_types() if t == prefix or t.startswith(prefix + ".")]
     if not types:  # not a type of ours: match it literally, for what it is worth
-        return or_(AuditEntry.action == prefix,
-                   AuditEntry.action.startswith(prefix + ".", autoescape=True))
-    return AuditEntry.action.in_(types)
+        return or_(column == prefix, column.startswith(prefix + ".", autoescape=True))
+    return column.in_(types)
 
 
-def _conditions(principal: Principal, wanted: EntryFilter) -> list[ColumnElement[bool]]:
-    """Every condition but a unit administrator's units (``_page`` applies those)."""
-    conditions = [_visible_to(principal, with_units=_units_read_by(principal) is None)]
-    if wanted.account_id is not None:
-        conditions.append(AuditEntry.account_id == wanted.account_id)
+def _prepare(principal: Principal, wanted: EntryFilter) -> _Search:
+    """``wanted`` as ``principal`` may ask it (403 for a role that may not read the log)."""
+    visible = _visible_to(principal)
+    units: tuple[str, ...] | None = None
+    conditions: list[ColumnElement[bool]] = []
+    account_id = wanted.account_id
+    if principal.role == "unit_admin":
+        # read unit by unit from audit_entry_units (see _units_rows), never the account
+        units = tuple(sorted(set(principal.unit_ids)))
+        if account_id is not None and account_id != principal.account_id:
+            conditions.append(false())
+        account_id = principal.account_id
+    else:
+        conditions.append(visible)
     if wanted.user_id is not None:
         conditions.append(AuditEntry.user_id == wanted.user_id)
-    if wanted.start is not None:
-        conditions.append(AuditEntry.at >= as_utc(wanted.start))
-    if wanted.end is not None:
-        conditions.append(AuditEntry.at < as_utc(wanted.end))
-    if wanted.action:
-        conditions.append(_action_is(wanted.action))
     if wanted.target:
         conditions.append(AuditEntry.target == wanted.target if ":" in wanted.target
                           else AuditEntry.subject_type == wanted.target)
@@ -205,73 +224,138 @@ def _conditions(principal: Principal, wanted: EntryFilter) -> list[ColumnElement
             AuditEntry.user_name.icontains(wanted.text, autoescape=True),
             AuditEntry.target.icontains(wanted.text, autoescape=True),
         ))
-    return conditions
+    return _Search(tuple(conditions), account_id,
+                   as_utc(wanted.start) if wanted.start is not None else None,
+                   as_utc(wanted.end) if wanted.end is not None else None,
+                   wanted.action or None, units, in_windows=bool(wanted.text))
 
 
 def _cursor_of(entry: AuditEntry) -> str:
     return encode_cursor({"at": isoformat(as_utc(entry.at)), "id": entry.id})
 
 
-def _after(cursor: str | None) -> ColumnElement[bool] | None:
-    """Entries older than the cursor's position in newest-first order."""
+def _position(cursor: str | None) -> tuple[datetime, str] | None:
+    """Where a cursor points: the (time, id) of the last entry of the previous page."""
     position = decode_cursor(cursor)
     if position is None:
         return None
     try:
-        at = as_utc(datetime.fromisoformat(position["at"]))
-        entry_id = str(position["id"])
+        return as_utc(datetime.fromisoformat(position["at"])), str(position["id"])
     except (KeyError, TypeError, ValueError) as exc:
         raise InvalidField("cursor", "is not a cursor this endpoint returned") from exc
-    # ``at <= X`` says the same as the OR below, but as a range an index can start from:
-    # without it a deep page walks the index from the newest entry down to the cursor
-    return and_(AuditEntry.at <= at,
-                or_(AuditEntry.at < at, and_(AuditEntry.at == at, AuditEntry.id < entry_id)))
 
 
-def _page(session: Session, conditions: list[ColumnElement[bool]], after: str | None,
-          limit: int, units: tuple[str, ...] | None = None) -> Page:
-    """One page newest first; with ``units``, only entries about those units.
+def _older_than(position: tuple[datetime, str], at: Any, entry_id: Any) -> ColumnElement[bool]:
+    """Entries after ``position`` in newest-first order.
 
-    A unit administrator's entries are read from each unit's own time-ordered index
-    (``audit_entry_units`` keeps the entry's time), up to one page per unit, then
-    merged: walking the whole account and checking each entry's units would read every
-    entry of the account to find the few about one unit.
+    ``at <= X`` says the same as the OR, but as a range an index can start from: without
+    it a deep page walks the index from the newest entry down to the cursor.
     """
-    if units is not None:
-        return _units_page(session, conditions, after, limit, units)
-    position = _after(after)
-    query = select(AuditEntry).where(*conditions)
+    moment, last_id = position
+    return and_(at <= moment, or_(at < moment, and_(at == moment, entry_id < last_id)))
+
+
+def _windows(search: _Search,
+             position: tuple[datetime, str] | None) -> Iterator[tuple[datetime | None,
+                                                                       datetime | None]]:
+    """The ``(from, until)`` time ranges to read, newest first; together exactly
+    ``[start, end)``.
+
+    A plain filter is one range. Free text is several: a common word fills a page from
+    the last hours after reading a few hundred entries, and a rare one is found through
+    the trigram indexes in each window; asked of the whole log at once, PostgreSQL must
+    guess how common the word is, and a wrong guess made it read 30,000 entries, or sort
+    thousands, for one page.
+    """
+    if not search.in_windows:
+        yield search.start, search.end
+        return
+    anchor = search.end or utcnow()
     if position is not None:
-        query = query.where(position)
-    rows = list(session.execute(
-        query.order_by(AuditEntry.at.desc(), AuditEntry.id.desc()).limit(limit + 1)
-    ).scalars())
-    more = len(rows) > limit
-    entries = rows[:limit]
-    return Page(entries, _cursor_of(entries[-1]) if more and entries else None)
+        anchor = min(anchor, position[0] + timedelta(microseconds=1))
+    until, width = search.end, FIRST_WINDOW
+    for _ in range(MAX_WINDOWS):
+        since = anchor - width
+        if search.start is not None and since <= search.start:
+            break
+        yield since, until
+        until, width = since, width * GROWTH
+    yield search.start, until
 
 
-def _units_page(session: Session, conditions: list[ColumnElement[bool]], after: str | None,
-                limit: int, units: tuple[str, ...]) -> Page:
-    position = decode_cursor(after) if after else None
-    _after(after)  # refuses a cursor that is not ours
+def _between(at: Any, since: datetime | None, until: datetime | None) -> list[ColumnElement[bool]]:
+    """``since <= at < until``, either side open when None."""
+    return [*([at >= since] if since is not None else []),
+            *([at < until] if until is not None else [])]
+
+
+def _entry_rows(session: Session, search: _Search, position: tuple[datetime, str] | None,
+                since: datetime | None, until: datetime | None, wanted: int) -> list[AuditEntry]:
+    """Up to ``wanted`` entries in ``[since, until)``, newest first.
+
+    A unit administrator's free text is read here too, one window at a time: the window
+    bounds how many of their units' rows PostgreSQL may have to join and sort.
+    """
+    query = select(AuditEntry).where(*search.conditions)
+    if search.units is not None:
+        about = (select(AuditEntryUnit.entry_id)
+                 .where(AuditEntryUnit.unit_id.in_(search.units),
+                        AuditEntryUnit.account_id == search.account_id,
+                        *_between(AuditEntryUnit.at, since, until)))
+        query = query.where(AuditEntry.id.in_(about))
+    if search.account_id is not None:
+        query = query.where(AuditEntry.account_id == search.account_id)
+    if search.action:
+        query = query.where(_action_is(search.action, AuditEntry.action))
+    query = query.where(*_between(AuditEntry.at, since, until))
+    if position is not None:
+        query = query.where(_older_than(position, AuditEntry.at, AuditEntry.id))
+    return list(session.execute(
+        query.options(lazyload(AuditEntry.units))  # a page shows no units: no query for them
+        .order_by(AuditEntry.at.desc(), AuditEntry.id.desc()).limit(wanted)).scalars())
+
+
+def _units_rows(session: Session, search: _Search, position: tuple[datetime, str] | None,
+                since: datetime | None, until: datetime | None, wanted: int) -> list[AuditEntry]:
+    """Up to ``wanted`` entries in ``[since, until)`` about the reader's units.
+
+    Each unit's entries are read newest first from the unit's own index (time, account
+    and action are copied onto ``audit_entry_units`` for that), up to ``wanted`` per
+    unit, then merged: walking the account and checking each entry's units would read
+    every entry of the account to find the few about one unit.
+    """
+    assert search.units is not None
     found: dict[str, AuditEntry] = {}
-    for unit_id in units:
+    for unit_id in search.units:
         query = (select(AuditEntry)
                  .join(AuditEntryUnit, AuditEntryUnit.entry_id == AuditEntry.id)
-                 .where(AuditEntryUnit.unit_id == unit_id, *conditions))
+                 .where(AuditEntryUnit.unit_id == unit_id,
+                        AuditEntryUnit.account_id == search.account_id, *search.conditions))
+        if search.action:
+            query = query.where(_action_is(search.action, AuditEntryUnit.action))
+        query = query.where(*_between(AuditEntryUnit.at, since, until))
         if position is not None:
-            at, entry_id = as_utc(datetime.fromisoformat(position["at"])), str(position["id"])
-            query = query.where(AuditEntryUnit.at <= at, or_(
-                AuditEntryUnit.at < at,
-                and_(AuditEntryUnit.at == at, AuditEntryUnit.entry_id < entry_id)))
-        for entry in session.execute(query.order_by(AuditEntryUnit.at.desc(),
-                                                    AuditEntryUnit.entry_id.desc())
-                                     .limit(limit + 1)).scalars():
+            query = query.where(_older_than(position, AuditEntryUnit.at,
+                                            AuditEntryUnit.entry_id))
+        for entry in session.execute(query.options(lazyload(AuditEntry.units))
+                                     .order_by(AuditEntryUnit.at.desc(),
+                                               AuditEntryUnit.entry_id.desc())
+                                     .limit(wanted)).scalars():
             found[entry.id] = entry
-    # the newest ``limit`` of all units are among each unit's newest ``limit + 1``; an
+    # the newest ``wanted`` of all units are among each unit's newest ``wanted``; an
     # entry about two of the units arrives twice and is kept once
-    rows = sorted(found.values(), key=lambda e: (as_utc(e.at), e.id), reverse=True)
+    return sorted(found.values(), key=lambda e: (as_utc(e.at), e.id), reverse=True)[:wanted]
+
+
+def _page(session: Session, search: _Search, cursor: str | None, limit: int) -> Page:
+    """One page newest first, window after window until it is full."""
+    position = _position(cursor)
+    read = _units_rows if search.units is not None and not search.in_windows else _entry_rows
+    rows: list[AuditEntry] = []
+    for since, until in _windows(search, position):
+        rows += read(session, search, position, since, until, limit + 1 - len(rows))
+        if len(rows) > limit:
+            break
     entries = rows[:limit]
     return Page(entries, _cursor_of(entries[-1]) if len(rows) > limit and entries else None)
 
@@ -279,8 +363,7 @@ def _units_page(session: Session, conditions: list[ColumnElement[bool]], after: 
 def search(uow: UnitOfWork, principal: Principal, wanted: EntryFilter, *, limit: int,
            cursor: str | None = None) -> Page:
     """One page of the entries ``principal`` may read that match ``wanted``, newest first."""
-    return _page(uow.session, _conditions(principal, wanted), cursor, limit,
-                 _units_read_by(principal))
+    return _page(uow.session, _prepare(principal, wanted), cursor, limit)
 
 
 def export(uow_factory: Callable[[], UnitOfWork], principal: Principal, wanted: EntryFilter,
@@ -292,15 +375,14 @@ def export(uow_factory: Callable[[], UnitOfWork], principal: Principal, wanted: 
     Visibility is checked before the first entry is read, so a caller who may not read
     the log gets a 403 rather than an empty file.
     """
-    conditions = _conditions(principal, wanted)
-    units = _units_read_by(principal)
+    prepared = _prepare(principal, wanted)
     size = batch_size or EXPORT_BATCH_SIZE
 
     def entries() -> Iterator[AuditEntry]:
         cursor: str | None = None
         while True:
             with uow_factory() as uow:
-                page = _page(uow.session, conditions, cursor, size, units)
+                page = _page(uow.session, prepared, cursor, size)
             yield from page.entries
             if page.next_cursor is None:
                 return

@@ -162,7 +162,8 @@ class AuditEntry(Base):
             correlation_id=envelope.correlation_id, causation_id=envelope.causation_id,
             schema_version=envelope.schema_version, envelope=envelope.to_json(),
         )
-        entry.units = [AuditEntryUnit(unit_id=unit_id, at=entry.at, account_id=entry.account_id)
+        entry.units = [AuditEntryUnit(unit_id=unit_id, at=entry.at, account_id=entry.account_id,
+                                      action=entry.action)
                        for unit_id in sorted(set(unit_ids))]
         entry.log_key = log.key
         log.append(entry)
@@ -183,7 +184,10 @@ class AuditEntryUnit(Base):
     __tablename__ = "audit_entry_units"
     __table_args__ = (Index("ix_audit_entry_units_unit", "unit_id", "entry_id"),
                       # a unit administrator's pages: their unit's entries, newest first
-                      Index("ix_audit_entry_units_unit_at", "unit_id", "at", "entry_id"))
+                      Index("ix_audit_entry_units_unit_at", "unit_id", "at", "entry_id"),
+                      # … and of one action (or the few types under a prefix)
+                      Index("ix_audit_entry_units_unit_action_at", "unit_id", "action", "at",
+                            "entry_id"))
 
     entry_id: Mapped[str] = mapped_column(ForeignKey("audit_entries.id", ondelete="CASCADE"),
                                           primary_key=True)
@@ -191,6 +195,7 @@ class AuditEntryUnit(Base):
     # copies of the entry's, so a unit's entries can be read in time order from here
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     account_id: Mapped[str | None] = mapped_column(String)
+    action: Mapped[str] = mapped_column(String)
 
 
 class AuditSigningKey(Base):
