@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from chancery_shared.auth.tokens import OPERATOR, Principal
@@ -23,10 +23,10 @@ from chancery_shared.messaging.envelope import Envelope, isoformat, utcnow
 from chancery_shared.messaging.unit_of_work import UnitOfWork
 from chancery_shared.web.pagination import decode_cursor, encode_cursor
 from chancery_shared.web.problems import Forbidden, InvalidField, NotFound
-from sqlalchemy import ColumnElement, and_, exists, false, or_, select, true
+from sqlalchemy import ColumnElement, and_, exists, false, func, or_, select, true
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session, lazyload
+from sqlalchemy.orm import Session, aliased, lazyload
 
 from chancery_audit.model import AuditEntry, AuditEntryUnit, AuditLog, as_utc, log_key
 
@@ -141,21 +141,20 @@ class Page:
     next_cursor: str | None
 
 
-#: Free text is looked for newest first in windows of time that grow: the first covers
-#: the last FIRST_WINDOW, each next one GROWTH times as much, and after MAX_WINDOWS the
-#: rest of the log. See ``_windows``.
-FIRST_WINDOW = timedelta(days=1)
-GROWTH = 8
-MAX_WINDOWS = 5
+#: Free text first looks among the newest RECENT_SCAN entries the reader could see, read
+#: newest first through the time indexes, and asks the trigram indexes about the older
+#: rest only when those hold less than a page. See ``_entry_rows``.
+RECENT_SCAN = 5_000
 
 
 @dataclasses.dataclass(frozen=True)
 class _Search:
     """A filter made ready to run for one reader.
 
-    ``conditions`` hold on the entry; time, action and (for a unit administrator) the
-    account are kept apart, because a unit administrator's entries are read through
-    ``audit_entry_units``, whose own copies of them are what its indexes order by.
+    ``conditions`` hold on the entry; time, action and account are kept apart because a
+    unit administrator's plain filters are read through ``audit_entry_units`` (``units``),
+    whose own copies of them are what its indexes order by. Free text (``text``) is kept
+    apart to be applied in two steps.
     """
 
     conditions: tuple[ColumnElement[bool], ...]
@@ -163,8 +162,8 @@ class _Search:
     start: datetime | None
     end: datetime | None
     action: str | None
-    units: tuple[str, ...] | None    # a unit administrator's units (None: everyone else)
-    in_windows: bool                 # free text: read the log in windows of time
+    text: str | None
+    units: tuple[str, ...] | None    # read unit by unit (None: through the entries)
 
 
 def _visible_to(principal: Principal) -> ColumnElement[bool]:
@@ -200,13 +199,19 @@ def _action_is(action: str, column: Any) -> ColumnElement[bool]:
 
 
 def _prepare(principal: Principal, wanted: EntryFilter) -> _Search:
-    """``wanted`` as ``principal`` may ask it (403 for a role that may not read the log)."""
+    """``wanted`` as ``principal`` may ask it (403 for a role that may not read the log).
+
+    A unit administrator's entries are read from their units' rows when only time and
+    action narrow them (both are on those rows); a filter on the entry itself (user,
+    target, text) is better served by the entry's own indexes, checking the units of
+    each entry found.
+    """
     visible = _visible_to(principal)
     units: tuple[str, ...] | None = None
     conditions: list[ColumnElement[bool]] = []
     account_id = wanted.account_id
-    if principal.role == "unit_admin":
-        # read unit by unit from audit_entry_units (see _units_rows), never the account
+    entry_filters = wanted.user_id is not None or wanted.target or wanted.text
+    if principal.role == "unit_admin" and not entry_filters:
         units = tuple(sorted(set(principal.unit_ids)))
         if account_id is not None and account_id != principal.account_id:
             conditions.append(false())
@@ -218,16 +223,17 @@ def _prepare(principal: Principal, wanted: EntryFilter) -> _Search:
     if wanted.target:
         conditions.append(AuditEntry.target == wanted.target if ":" in wanted.target
                           else AuditEntry.subject_type == wanted.target)
-    if wanted.text:
-        conditions.append(or_(
-            AuditEntry.description.icontains(wanted.text, autoescape=True),
-            AuditEntry.user_name.icontains(wanted.text, autoescape=True),
-            AuditEntry.target.icontains(wanted.text, autoescape=True),
-        ))
     return _Search(tuple(conditions), account_id,
                    as_utc(wanted.start) if wanted.start is not None else None,
                    as_utc(wanted.end) if wanted.end is not None else None,
-                   wanted.action or None, units, in_windows=bool(wanted.text))
+                   wanted.action or None, wanted.text or None, units)
+
+
+def _matches(entry: Any, text: str) -> ColumnElement[bool]:
+    """``text`` in the description, the user's name or the target, any case."""
+    return or_(entry.description.icontains(text, autoescape=True),
+               entry.user_name.icontains(text, autoescape=True),
+               entry.target.icontains(text, autoescape=True))
 
 
 def _cursor_of(entry: AuditEntry) -> str:
@@ -255,69 +261,62 @@ def _older_than(position: tuple[datetime, str], at: Any, entry_id: Any) -> Colum
     return and_(at <= moment, or_(at < moment, and_(at == moment, entry_id < last_id)))
 
 
-def _windows(search: _Search,
-             position: tuple[datetime, str] | None) -> Iterator[tuple[datetime | None,
-                                                                       datetime | None]]:
-    """The ``(from, until)`` time ranges to read, newest first; together exactly
-    ``[start, end)``.
-
-    A plain filter is one range. Free text is several: a common word fills a page from
-    the last hours after reading a few hundred entries, and a rare one is found through
-    the trigram indexes in each window; asked of the whole log at once, PostgreSQL must
-    guess how common the word is, and a wrong guess made it read 30,000 entries, or sort
-    thousands, for one page.
-    """
-    if not search.in_windows:
-        yield search.start, search.end
-        return
-    anchor = search.end or utcnow()
-    if position is not None:
-        anchor = min(anchor, position[0] + timedelta(microseconds=1))
-    until, width = search.end, FIRST_WINDOW
-    for _ in range(MAX_WINDOWS):
-        since = anchor - width
-        if search.start is not None and since <= search.start:
-            break
-        yield since, until
-        until, width = since, width * GROWTH
-    yield search.start, until
-
-
 def _between(at: Any, since: datetime | None, until: datetime | None) -> list[ColumnElement[bool]]:
     """``since <= at < until``, either side open when None."""
     return [*([at >= since] if since is not None else []),
             *([at < until] if until is not None else [])]
 
 
-def _entry_rows(session: Session, search: _Search, position: tuple[datetime, str] | None,
-                since: datetime | None, until: datetime | None, wanted: int) -> list[AuditEntry]:
-    """Up to ``wanted`` entries in ``[since, until)``, newest first.
+def _newest(session: Session, query: Any, wanted: int) -> list[AuditEntry]:
+    """The first ``wanted`` entries of ``query``, newest first (a page shows no units:
+    they are not loaded)."""
+    return list(session.execute(
+        query.options(lazyload(AuditEntry.units))
+        .order_by(AuditEntry.at.desc(), AuditEntry.id.desc()).limit(wanted)).scalars())
 
-    A unit administrator's free text is read here too, one window at a time: the window
-    bounds how many of their units' rows PostgreSQL may have to join and sort.
+
+def _entry_rows(session: Session, search: _Search, position: tuple[datetime, str] | None,
+                wanted: int) -> list[AuditEntry]:
+    """Up to ``wanted`` entries newest first, read through the entries' indexes.
+
+    Free text is applied in two steps. A common word is found among the newest entries
+    at once, while the trigram indexes answer it slowly (its trigrams are in tens of
+    thousands of entries); a rare one is best found through them. Left to guess which,
+    PostgreSQL read 30,000 entries for one page, or sorted thousands. So: filter the
+    newest RECENT_SCAN entries the reader could see (a bounded read), and only if they
+    hold less than a page, ask the indexes about the older ones.
     """
     query = select(AuditEntry).where(*search.conditions)
-    if search.units is not None:
-        about = (select(AuditEntryUnit.entry_id)
-                 .where(AuditEntryUnit.unit_id.in_(search.units),
-                        AuditEntryUnit.account_id == search.account_id,
-                        *_between(AuditEntryUnit.at, since, until)))
-        query = query.where(AuditEntry.id.in_(about))
     if search.account_id is not None:
         query = query.where(AuditEntry.account_id == search.account_id)
     if search.action:
         query = query.where(_action_is(search.action, AuditEntry.action))
-    query = query.where(*_between(AuditEntry.at, since, until))
+    query = query.where(*_between(AuditEntry.at, search.start, search.end))
     if position is not None:
         query = query.where(_older_than(position, AuditEntry.at, AuditEntry.id))
-    return list(session.execute(
-        query.options(lazyload(AuditEntry.units))  # a page shows no units: no query for them
-        .order_by(AuditEntry.at.desc(), AuditEntry.id.desc()).limit(wanted)).scalars())
+    if search.text is None:
+        return _newest(session, query, wanted)
+    recent = (query.order_by(AuditEntry.at.desc(), AuditEntry.id.desc())
+              .limit(RECENT_SCAN).subquery())
+    entry = aliased(AuditEntry, recent)
+    rows = list(session.execute(
+        select(entry).where(_matches(entry, search.text)).options(lazyload(entry.units))
+        .order_by(entry.at.desc(), entry.id.desc()).limit(wanted)).scalars())
+    if len(rows) >= wanted:
+        return rows
+    edge = session.execute(
+        select(recent.c.at, recent.c.id, func.count().over().label("scanned"))
+        .order_by(recent.c.at, recent.c.id).limit(1)).first()
+    if edge is None or edge.scanned < RECENT_SCAN:  # that was all there is
+        return rows
+    older = query.where(_older_than((as_utc(edge.at), edge.id), AuditEntry.at, AuditEntry.id),
+                        _matches(AuditEntry, search.text))
+    return rows + _newest(session, older, wanted - len(rows))
 
 
 def _units_rows(session: Session, search: _Search, position: tuple[datetime, str] | None,
-                since: datetime | None, until: datetime | None, wanted: int) -> list[AuditEntry]:
-    """Up to ``wanted`` entries in ``[since, until)`` about the reader's units.
+                wanted: int) -> list[AuditEntry]:
+    """Up to ``wanted`` entries about the reader's units, newest first.
 
     Each unit's entries are read newest first from the unit's own index (time, account
     and action are copied onto ``audit_entry_units`` for that), up to ``wanted`` per
@@ -330,10 +329,10 @@ def _units_rows(session: Session, search: _Search, position: tuple[datetime, str
         query = (select(AuditEntry)
                  .join(AuditEntryUnit, AuditEntryUnit.entry_id == AuditEntry.id)
                  .where(AuditEntryUnit.unit_id == unit_id,
-                        AuditEntryUnit.account_id == search.account_id, *search.conditions))
+                        AuditEntryUnit.account_id == search.account_id, *search.conditions,
+                        *_between(AuditEntryUnit.at, search.start, search.end)))
         if search.action:
             query = query.where(_action_is(search.action, AuditEntryUnit.action))
-        query = query.where(*_between(AuditEntryUnit.at, since, until))
         if position is not None:
             query = query.where(_older_than(position, AuditEntryUnit.at,
                                             AuditEntryUnit.entry_id))
@@ -348,14 +347,9 @@ def _units_rows(session: Session, search: _Search, position: tuple[datetime, str
 
 
 def _page(session: Session, search: _Search, cursor: str | None, limit: int) -> Page:
-    """One page newest first, window after window until it is full."""
-    position = _position(cursor)
-    read = _units_rows if search.units is not None and not search.in_windows else _entry_rows
-    rows: list[AuditEntry] = []
-    for since, until in _windows(search, position):
-        rows += read(session, search, position, since, until, limit + 1 - len(rows))
-        if len(rows) > limit:
-            break
+    """One page newest first."""
+    read = _units_rows if search.units is not None else _entry_rows
+    rows = read(session, search, _position(cursor), limit + 1)
     entries = rows[:limit]
     return Page(entries, _cursor_of(entries[-1]) if len(rows) > limit and entries else None)
 

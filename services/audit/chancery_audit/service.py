@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 
 import flask_smorest
 from chancery_shared import config as cfg
-from chancery_shared.messaging.consumer import Handler
+from chancery_shared.messaging.consumer import Handler, MessageConsumer
 from chancery_shared.messaging.envelope import utcnow
 from chancery_shared.service import Runtime, Service
 
@@ -18,6 +18,9 @@ from chancery_audit import checkpoints, messages, model, views
 log = logging.getLogger(__name__)
 AUDIT_QUEUE = "audit.all"
 DEV_KEY_PASSPHRASE = "chancery-dev-audit-key-passphrase"
+#: Messages the audit consumer records per transaction (at most its prefetch; the handler
+#: never commits itself): see chancery_shared.messaging.consumer and docs/performance.md.
+AUDIT_BATCH = 10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +55,12 @@ class AuditService(Service):
 
     def message_handlers(self) -> dict[str, Mapping[str, Handler]]:
         return {AUDIT_QUEUE: {"#": messages.on_any_message}}
+
+    def consumers(self, prefetch: int = 10) -> list[MessageConsumer]:
+        consumers = super().consumers(prefetch)
+        for consumer in consumers:
+            consumer.batch_size = AUDIT_BATCH
+        return consumers
 
     def background_jobs(self) -> list[Callable[[threading.Event], None]]:
         return [self._checkpoint_job]

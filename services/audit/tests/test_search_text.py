@@ -1,6 +1,7 @@
-"""Free text is read in windows of time that grow backwards from now (or from the
-cursor, or from ``to``): whatever the windows, a search still returns every matching
-entry once, newest first, across pages, for every kind of reader."""
+"""Free text is looked for among the newest entries first, then through the trigram
+indexes in the older rest: wherever that boundary falls (RECENT_SCAN, made small here),
+a search returns every matching entry once, newest first, across pages, for every
+kind of reader; and a unit administrator's plain filters read the units' own rows."""
 
 from __future__ import annotations
 
@@ -8,15 +9,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from chancery_audit import handlers
-from chancery_audit.handlers import FIRST_WINDOW, EntryFilter, _Search, _windows
+from chancery_audit.handlers import EntryFilter
 
 ENTRIES = "/api/audit/v1/entries"
 U1, U2, U3 = "unit-1", "unit-2", "unit-3"
-#: how long ago each entry happened: inside the first window, at its edges, in each later
-#: window, beyond the last one, and (a producer's clock ahead of ours) in the future
-AGES = [timedelta(minutes=-5), timedelta(0), timedelta(minutes=1),
-        FIRST_WINDOW - timedelta(seconds=1), FIRST_WINDOW, FIRST_WINDOW + timedelta(seconds=1),
-        timedelta(days=2), timedelta(days=9),
+#: how long ago each entry happened (one of them in the future: a producer's clock ahead)
+AGES = [timedelta(minutes=-5), timedelta(0), timedelta(minutes=1), timedelta(hours=23),
+        timedelta(days=1), timedelta(days=1, seconds=1), timedelta(days=2), timedelta(days=9),
         timedelta(days=40), timedelta(days=200), timedelta(days=700), timedelta(days=3000),
         timedelta(days=9000), timedelta(days=20000)]
 
@@ -34,8 +33,15 @@ def pages(client, headers, limit: int, **params: str) -> list[str]:
     raise AssertionError("the pages never ended")
 
 
+@pytest.fixture(params=[1, 2, 3, 7, 5_000], ids=lambda n: f"scan{n}")
+def scan(request, monkeypatch) -> int:
+    """How many of the newest entries are filtered before the indexes are asked."""
+    monkeypatch.setattr(handlers, "RECENT_SCAN", request.param)
+    return request.param
+
+
 @pytest.fixture
-def spread(record) -> list[tuple[datetime, str, str | None]]:
+def spread(record, scan) -> list[tuple[datetime, str, str | None]]:
     """A matching entry at each age (and a non-matching one beside it), units in turn."""
     now = datetime.now(UTC)
     made = []
@@ -99,30 +105,14 @@ def test_a_unit_administrator_time_range_and_action_read_their_unit_rows(record,
         "day 3", "day 1"]
 
 
-def test_windows_cover_the_range_exactly_newest_first():
-    end = datetime(2026, 6, 1, tzinfo=UTC)
-    for start in (None, end - timedelta(days=1), end - timedelta(days=365), end):
-        search = _Search((), None, start, end, None, None, in_windows=True)
-        windows = list(_windows(search, None))
-        assert windows[0][1] == end and windows[-1][0] == start
-        for (since, _), (_, until) in zip(windows, windows[1:], strict=False):
-            assert since == until  # contiguous: no gap, no overlap
-        assert all(since is None or until is None or since <= until for since, until in windows)
+def test_a_unit_administrator_reads_unit_rows_only_for_time_and_action():
+    from chancery_shared.auth.tokens import Principal
 
-
-def test_a_plain_filter_is_one_range_and_free_text_starts_at_the_cursor():
-    plain = _Search((), None, None, None, None, None, in_windows=False)
-    assert list(_windows(plain, None)) == [(None, None)]
-
-    cursor_at = datetime(2025, 1, 1, tzinfo=UTC)
-    text = _Search((), None, None, None, None, None, in_windows=True)
-    since, until = next(_windows(text, (cursor_at, "x")))
-    assert until is None and since == cursor_at + timedelta(microseconds=1) - FIRST_WINDOW
-
-
-def test_prepare_windows_only_free_text():
-    from chancery_shared.auth.tokens import OPERATOR, Principal
-
-    operator = Principal(user_id="op", email="op@x", name="Op", role=OPERATOR, account_id=None)
-    assert handlers._prepare(operator, EntryFilter(text="x")).in_windows
-    assert not handlers._prepare(operator, EntryFilter(user_id="u")).in_windows
+    unit_admin = Principal(user_id="ua", email="ua@x", name="Ua", role="unit_admin",
+                           account_id="acct", unit_ids=(U2, U1))
+    for plain in (EntryFilter(), EntryFilter(action="orders", start=datetime(2026, 1, 1,
+                                                                             tzinfo=UTC))):
+        assert handlers._prepare(unit_admin, plain).units == (U1, U2)
+    for entry_filter in (EntryFilter(user_id="u"), EntryFilter(target="order"),
+                         EntryFilter(text="x")):
+        assert handlers._prepare(unit_admin, entry_filter).units is None
