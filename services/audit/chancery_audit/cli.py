@@ -19,9 +19,9 @@ import getpass
 import sys
 from datetime import UTC, datetime
 
+from chancery_shared import commands
 from chancery_shared.messaging.envelope import Actor, Context, utcnow
 from chancery_shared.service import build
-from chancery_shared.web.problems import Problem
 
 from chancery_audit import checkpoints, retention
 from chancery_audit.service import AuditService
@@ -91,12 +91,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    try:
-        return args.run(args)
-    except Problem as problem:
-        print(f"chancery-audit: {problem.detail}", file=sys.stderr)
-        return 1
+    return commands.run("chancery-audit", parser(), argv)
 
 
 if __name__ == "__main__":

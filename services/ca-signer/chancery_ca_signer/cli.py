@@ -40,9 +40,9 @@ import os
 import sys
 from pathlib import Path
 
+from chancery_shared import commands
 from chancery_shared.messaging.envelope import utcnow
 from chancery_shared.service import build
-from chancery_shared.web.problems import Problem
 from cryptography.hazmat.primitives import serialization
 
 from chancery_ca_signer import authorities, handlers
@@ -287,18 +287,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    try:
-        return args.run(args)
-    except UsageError as exc:
-        print(f"chancery-ca: {exc}", file=sys.stderr)
-        return 2
-    except Problem as problem:
-        print(f"chancery-ca: {problem.detail}", file=sys.stderr)
-        return 1
-    except CaKeyError as exc:  # messages never hold key material or passphrases
-        print(f"chancery-ca: {exc}", file=sys.stderr)
-        return 1
+    # CaKeyError messages never hold key material or passphrases
+    return commands.run("chancery-ca", parser(), argv, usage_errors=(UsageError,),
+                        failures=(CaKeyError,))
 
 
 if __name__ == "__main__":

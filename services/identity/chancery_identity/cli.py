@@ -21,9 +21,9 @@ import getpass
 import os
 import sys
 
+from chancery_shared import commands
 from chancery_shared.messaging.envelope import Actor, Context
 from chancery_shared.service import build
-from chancery_shared.web.problems import Problem
 
 from chancery_identity import handlers
 from chancery_identity.service import IdentityService
@@ -90,12 +90,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    try:
-        return args.run(args)
-    except Problem as problem:
-        print(f"chancery-identity: {problem.detail}", file=sys.stderr)
-        return 1
+    return commands.run("chancery-identity", parser(), argv)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import argparse
 import sys
 from typing import TextIO
 
+from chancery_shared import commands
 from chancery_shared.service import build
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -72,8 +73,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    return args.run(args)
+    return commands.run("chancery-ledger", parser(), argv)
 
 
 if __name__ == "__main__":
