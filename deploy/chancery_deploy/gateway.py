@@ -15,15 +15,31 @@ from pathlib import Path
 from .topology import Service, Topology
 
 PROBLEMS: dict[int, tuple[str, str, str]] = {
+    400: ("bad_request", "Bad Request",
+          "The gateway could not parse this request (its path or a header is malformed)."),
     403: ("forbidden", "Forbidden", "This endpoint is only served to internal callers."),
     404: ("not_found", "Not Found", "No Chancery service serves this path."),
     413: ("payload_too_large", "Payload Too Large", "Request bodies are limited to 1 MiB."),
+    414: ("uri_too_long", "URI Too Long", "Request lines are limited to 8 KiB."),
+    494: ("request_header_too_large", "Bad Request",
+          "Request header lines are limited to 8 KiB."),
     502: ("bad_gateway", "Bad Gateway", "The service behind this path is not answering."),
     503: ("service_unavailable", "Service Unavailable",
           "The service behind this path is unavailable."),
     504: ("gateway_timeout", "Gateway Timeout",
           "The service behind this path did not answer in time."),
 }
+# Errors nginx raises while it parses the request line or headers: the request has no
+# URI yet, and an `error_page` naming a location (`@problem_400`) fails on it ("empty URI
+# in redirect to named location") with nginx's HTML 500. An `error_page` naming a URI
+# redirects internally to that URI instead, which works before parsing succeeded.
+UNPARSED = (400, 414, 494)
+UNPARSED_PREFIX = "/_gateway/problem/"
+SENT_AS = {494: 400}  # nginx's private code for "header too large"; clients get a 400
+LINE_BUFFER = "8k"
+"""nginx's `large_client_header_buffers` size: the longest request line or header line
+it accepts (longer lines get the 414 or 494 problem). gunicorn's `--limit-request-line`
+(topology.py) is set to 8190, its maximum, so whatever nginx passes on gunicorn reads."""
 
 
 @dataclass(frozen=True)
@@ -43,7 +59,8 @@ def upstream_name(svc: Service) -> str:
 def problem_body(status: int) -> str:
     """The JSON problem document nginx returns itself; single-quote-free for nginx."""
     slug, title, detail = PROBLEMS[status]
-    body = {"type": f"urn:chancery:problem:gateway:{slug}", "title": title, "status": status,
+    body = {"type": f"urn:chancery:problem:gateway:{slug}", "title": title,
+            "status": SENT_AS.get(status, status),
             "detail": detail, "code": slug}  # `code`: as every service's problem has
     return json.dumps(body, separators=(",", ":"))
 
@@ -79,15 +96,24 @@ def _service_locations(svc: Service) -> list[str]:
     return lines + [""]
 
 
+def _problem_target(status: int) -> str:
+    """Where `error_page` sends a status: a named location, or a URI (see UNPARSED)."""
+    return f"{UNPARSED_PREFIX}{status}" if status in UNPARSED else f"@problem_{status}"
+
+
 def _problem_locations() -> list[str]:
     lines: list[str] = []
     for status in sorted(PROBLEMS):
+        target = _problem_target(status)
+        lines.append(f"    location {target} {{" if target.startswith("@")
+                     else f"    location = {target} {{")
+        if not target.startswith("@"):
+            lines.append("        internal;")  # a client asking for it gets the 404 problem
         lines += [
-            f"    location @problem_{status} {{",
             "        types { }",
             "        default_type application/problem+json;",
             "        add_header X-Request-Id $chancery_request_id always;",
-            f"        return {status} '{problem_body(status)}';",
+            f"        return {SENT_AS.get(status, status)} '{problem_body(status)}';",
             "    }",
         ]
     return lines
@@ -122,6 +148,7 @@ def render_gateway(topology: Topology, options: GatewayOptions) -> str:
         "",
         "    client_max_body_size 1m;",
         "    client_body_buffer_size 1m;",
+        f"    large_client_header_buffers 4 {LINE_BUFFER};",
         "    proxy_max_temp_file_size 0;",
         "",
         "    proxy_http_version 1.1;",
@@ -138,7 +165,7 @@ def render_gateway(topology: Topology, options: GatewayOptions) -> str:
         "",
         "    # Errors nginx produces itself; a service's own errors pass through untouched.",
     ]
-    lines += [f"    error_page {status} @problem_{status};" for status in sorted(PROBLEMS)]
+    lines += [f"    error_page {status} {_problem_target(status)};" for status in sorted(PROBLEMS)]
     lines.append("")
     for svc in topology.services:
         lines += _service_locations(svc)

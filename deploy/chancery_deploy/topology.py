@@ -355,6 +355,9 @@ class Topology:
             port = self.ports.service(svc)
             argv = ("gunicorn", "--bind", f"{self.addressing.bind_host}:{port}",
                     "--workers", "2", "--threads", "4",
+                    # gunicorn's maximum (its default is 4094): the gateway's own request
+                    # line limit (8 KiB, gateway.LINE_BUFFER) is the one a client meets
+                    "--limit-request-line", "8190",
                     # Each arbiter gets its own control socket: the default one is per
                     # user, and five gunicorns would otherwise steal it from each other.
                     "--control-socket", f"{self.run_dir}/{group}.ctl",
