@@ -707,35 +707,32 @@ class Pkcs11Key(CaKey):
     def _throwaway(self):
         return throwaway_key(self._key_type)
 
-    def sign_certificate(self, builder: x509.CertificateBuilder) -> x509.Certificate:
+    def _sign_document(self, builder: Any, what: str, tbs_of: Callable[[Any], bytes],
+                       load: Callable[[bytes], T]) -> T:
+        """Have cryptography build and sign ``builder`` with a throwaway key, have the
+        token sign those to-be-signed bytes, put its signature in place of the throwaway
+        one, and check the result is the same document, verifying under our key."""
         probe = builder.sign(self._throwaway(), self.hash_algorithm())
-        tbs = probe.tbs_certificate_bytes
+        tbs = tbs_of(probe)
         signature = self.sign_bytes(tbs)
         try:
-            cert = x509.load_der_x509_certificate(
-                replace_signature(probe.public_bytes(Encoding.DER), tbs, signature))
+            document = load(replace_signature(probe.public_bytes(Encoding.DER), tbs, signature))
         except ValueError:
-            raise CaKeyError("could not rebuild the certificate") from None
-        if cert.tbs_certificate_bytes != tbs:
-            raise CaKeyError("the rebuilt certificate differs from the one signed")
-        self._verify(cert.signature, cert.tbs_certificate_bytes)
-        return cert
+            raise CaKeyError(f"could not rebuild the {what}") from None
+        if tbs_of(document) != tbs:
+            raise CaKeyError(f"the rebuilt {what} differs from the one signed")
+        self._verify(document.signature, tbs)  # type: ignore[attr-defined]
+        return document
+
+    def sign_certificate(self, builder: x509.CertificateBuilder) -> x509.Certificate:
+        return self._sign_document(builder, "certificate", lambda c: c.tbs_certificate_bytes,
+                                   x509.load_der_x509_certificate)
 
     def sign_crl(
         self, builder: x509.CertificateRevocationListBuilder
     ) -> x509.CertificateRevocationList:
-        probe = builder.sign(self._throwaway(), self.hash_algorithm())
-        tbs = probe.tbs_certlist_bytes
-        signature = self.sign_bytes(tbs)
-        try:
-            crl = x509.load_der_x509_crl(
-                replace_signature(probe.public_bytes(Encoding.DER), tbs, signature))
-        except ValueError:
-            raise CaKeyError("could not rebuild the CRL") from None
-        if crl.tbs_certlist_bytes != tbs:
-            raise CaKeyError("the rebuilt CRL differs from the one signed")
-        self._verify(crl.signature, crl.tbs_certlist_bytes)
-        return crl
+        return self._sign_document(builder, "CRL", lambda c: c.tbs_certlist_bytes,
+                                   x509.load_der_x509_crl)
 
     def sign_ocsp_response(self, builder: ocsp.OCSPResponseBuilder) -> ocsp.OCSPResponse:
         """Sign an OCSP response; its responder certificate must carry this key.
