@@ -13,7 +13,7 @@ promise on a log that grows all the time.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -26,7 +26,7 @@ from chancery_shared.web.problems import Forbidden, InvalidField, NotFound
 from sqlalchemy import ColumnElement, and_, exists, false, func, or_, select, true
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session, aliased, lazyload
+from sqlalchemy.orm import Session, lazyload
 
 from chancery_audit.model import AuditEntry, AuditEntryUnit, AuditLog, as_utc, log_key
 
@@ -151,19 +151,26 @@ RECENT_SCAN = 5_000
 class _Search:
     """A filter made ready to run for one reader.
 
-    ``conditions`` hold on the entry; time, action and account are kept apart because a
-    unit administrator's plain filters are read through ``audit_entry_units`` (``units``),
-    whose own copies of them are what its indexes order by. Free text (``text``) is kept
-    apart to be applied in two steps.
+    ``visible`` is what the reader may see at all; ``filters`` what they asked of the
+    entry itself (user, target). Account, time, action and free text are kept apart:
+    a unit administrator's entries can be read through ``audit_entry_units``, whose own
+    copies of the entry's account, time and action are what its indexes order by, and
+    free text is applied in two steps (``_entry_rows``).
     """
 
-    conditions: tuple[ColumnElement[bool], ...]
+    visible: ColumnElement[bool]
+    filters: tuple[ColumnElement[bool], ...]
     account_id: str | None
     start: datetime | None
     end: datetime | None
     action: str | None
     text: str | None
-    units: tuple[str, ...] | None    # read unit by unit (None: through the entries)
+    units: tuple[str, ...] | None    # a unit administrator's units (None: everyone else)
+
+    @property
+    def by_unit_rows(self) -> bool:
+        """Read unit by unit: a unit administrator narrowing by time and action only."""
+        return self.units is not None and not self.filters and self.text is None
 
 
 def _visible_to(principal: Principal) -> ColumnElement[bool]:
@@ -199,31 +206,22 @@ def _action_is(action: str, column: Any) -> ColumnElement[bool]:
 
 
 def _prepare(principal: Principal, wanted: EntryFilter) -> _Search:
-    """``wanted`` as ``principal`` may ask it (403 for a role that may not read the log).
-
-    A unit administrator's entries are read from their units' rows when only time and
-    action narrow them (both are on those rows); a filter on the entry itself (user,
-    target, text) is better served by the entry's own indexes, checking the units of
-    each entry found.
-    """
+    """``wanted`` as ``principal`` may ask it (403 for a role that may not read the log)."""
     visible = _visible_to(principal)
     units: tuple[str, ...] | None = None
-    conditions: list[ColumnElement[bool]] = []
     account_id = wanted.account_id
-    entry_filters = wanted.user_id is not None or wanted.target or wanted.text
-    if principal.role == "unit_admin" and not entry_filters:
+    if principal.role == "unit_admin":
         units = tuple(sorted(set(principal.unit_ids)))
         if account_id is not None and account_id != principal.account_id:
-            conditions.append(false())
+            visible = false()
         account_id = principal.account_id
-    else:
-        conditions.append(visible)
+    filters: list[ColumnElement[bool]] = []
     if wanted.user_id is not None:
-        conditions.append(AuditEntry.user_id == wanted.user_id)
+        filters.append(AuditEntry.user_id == wanted.user_id)
     if wanted.target:
-        conditions.append(AuditEntry.target == wanted.target if ":" in wanted.target
-                          else AuditEntry.subject_type == wanted.target)
-    return _Search(tuple(conditions), account_id,
+        filters.append(AuditEntry.target == wanted.target if ":" in wanted.target
+                       else AuditEntry.subject_type == wanted.target)
+    return _Search(visible, tuple(filters), account_id,
                    as_utc(wanted.start) if wanted.start is not None else None,
                    as_utc(wanted.end) if wanted.end is not None else None,
                    wanted.action or None, wanted.text or None, units)
@@ -275,18 +273,10 @@ def _newest(session: Session, query: Any, wanted: int) -> list[AuditEntry]:
         .order_by(AuditEntry.at.desc(), AuditEntry.id.desc()).limit(wanted)).scalars())
 
 
-def _entry_rows(session: Session, search: _Search, position: tuple[datetime, str] | None,
-                wanted: int) -> list[AuditEntry]:
-    """Up to ``wanted`` entries newest first, read through the entries' indexes.
-
-    Free text is applied in two steps. A common word is found among the newest entries
-    at once, while the trigram indexes answer it slowly (its trigrams are in tens of
-    thousands of entries); a rare one is best found through them. Left to guess which,
-    PostgreSQL read 30,000 entries for one page, or sorted thousands. So: filter the
-    newest RECENT_SCAN entries the reader could see (a bounded read), and only if they
-    hold less than a page, ask the indexes about the older ones.
-    """
-    query = select(AuditEntry).where(*search.conditions)
+def _entries_in_scope(search: _Search, position: tuple[datetime, str] | None,
+                      *columns: Any) -> Any:
+    """The entries (or ``columns`` of them) the search may return, but for its free text."""
+    query = select(*(columns or (AuditEntry,))).where(search.visible, *search.filters)
     if search.account_id is not None:
         query = query.where(AuditEntry.account_id == search.account_id)
     if search.action:
@@ -294,14 +284,56 @@ def _entry_rows(session: Session, search: _Search, position: tuple[datetime, str
     query = query.where(*_between(AuditEntry.at, search.start, search.end))
     if position is not None:
         query = query.where(_older_than(position, AuditEntry.at, AuditEntry.id))
+    return query
+
+
+def _unit_rows_in_scope(search: _Search, position: tuple[datetime, str] | None,
+                        units: Sequence[str]) -> Any:
+    """The rows of ``units`` within the search's account, time, action and cursor."""
+    query = select(AuditEntryUnit).where(
+        AuditEntryUnit.unit_id.in_(units), AuditEntryUnit.account_id == search.account_id,
+        *_between(AuditEntryUnit.at, search.start, search.end))
+    if search.action:
+        query = query.where(_action_is(search.action, AuditEntryUnit.action))
+    if position is not None:
+        query = query.where(_older_than(position, AuditEntryUnit.at, AuditEntryUnit.entry_id))
+    return query
+
+
+def _recent(search: _Search, position: tuple[datetime, str] | None) -> Any:
+    """The (id, at) of the newest RECENT_SCAN entries free text is first looked for in:
+    from the unit rows for a unit administrator, else from the entries in scope. Only
+    the two columns, so PostgreSQL reads and orders them from an index."""
+    if search.units is not None:
+        rows = _unit_rows_in_scope(search, position, search.units).subquery()
+        query = (select(rows.c.entry_id.label("id"), rows.c.at).distinct()
+                 .order_by(rows.c.at.desc(), rows.c.entry_id.desc()))
+    else:
+        query = (_entries_in_scope(search, position, AuditEntry.id, AuditEntry.at)
+                 .order_by(AuditEntry.at.desc(), AuditEntry.id.desc()))
+    return query.limit(RECENT_SCAN).subquery("recent")
+
+
+def _entry_rows(session: Session, search: _Search, position: tuple[datetime, str] | None,
+                wanted: int) -> list[AuditEntry]:
+    """Up to ``wanted`` entries newest first, read through the entries' indexes.
+
+    Free text is applied in two steps. A common word is found among the newest entries
+    at once, while the trigram indexes answer it slowly (its trigrams are in tens of
+    thousands of entries); a rare one is best found through them. Left to guess which,
+    PostgreSQL read 30,000 entries for one page, or sorted thousands. So: look among
+    the newest RECENT_SCAN entries the reader could see (a bounded read), and only if
+    they hold less than a page, ask the indexes about the older ones.
+    """
+    query = _entries_in_scope(search, position)
     if search.text is None:
         return _newest(session, query, wanted)
-    recent = (query.order_by(AuditEntry.at.desc(), AuditEntry.id.desc())
-              .limit(RECENT_SCAN).subquery())
-    entry = aliased(AuditEntry, recent)
+    recent = _recent(search, position)
     rows = list(session.execute(
-        select(entry).where(_matches(entry, search.text)).options(lazyload(entry.units))
-        .order_by(entry.at.desc(), entry.id.desc()).limit(wanted)).scalars())
+        select(AuditEntry).join(recent, AuditEntry.id == recent.c.id)
+        .where(*search.filters, _matches(AuditEntry, search.text))
+        .options(lazyload(AuditEntry.units))
+        .order_by(recent.c.at.desc(), recent.c.id.desc()).limit(wanted)).scalars())
     if len(rows) >= wanted:
         return rows
     edge = session.execute(
@@ -326,20 +358,12 @@ def _units_rows(session: Session, search: _Search, position: tuple[datetime, str
     assert search.units is not None
     found: dict[str, AuditEntry] = {}
     for unit_id in search.units:
-        query = (select(AuditEntry)
-                 .join(AuditEntryUnit, AuditEntryUnit.entry_id == AuditEntry.id)
-                 .where(AuditEntryUnit.unit_id == unit_id,
-                        AuditEntryUnit.account_id == search.account_id, *search.conditions,
-                        *_between(AuditEntryUnit.at, search.start, search.end)))
-        if search.action:
-            query = query.where(_action_is(search.action, AuditEntryUnit.action))
-        if position is not None:
-            query = query.where(_older_than(position, AuditEntryUnit.at,
-                                            AuditEntryUnit.entry_id))
-        for entry in session.execute(query.options(lazyload(AuditEntry.units))
-                                     .order_by(AuditEntryUnit.at.desc(),
-                                               AuditEntryUnit.entry_id.desc())
-                                     .limit(wanted)).scalars():
+        rows = _unit_rows_in_scope(search, position, [unit_id]).subquery()
+        newest = (select(rows.c.entry_id, rows.c.at)
+                  .order_by(rows.c.at.desc(), rows.c.entry_id.desc()).limit(wanted).subquery())
+        query = (select(AuditEntry).join(newest, AuditEntry.id == newest.c.entry_id)
+                 .where(search.visible).options(lazyload(AuditEntry.units)))
+        for entry in session.execute(query).scalars():
             found[entry.id] = entry
     # the newest ``wanted`` of all units are among each unit's newest ``wanted``; an
     # entry about two of the units arrives twice and is kept once
@@ -348,7 +372,7 @@ def _units_rows(session: Session, search: _Search, position: tuple[datetime, str
 
 def _page(session: Session, search: _Search, cursor: str | None, limit: int) -> Page:
     """One page newest first."""
-    read = _units_rows if search.units is not None else _entry_rows
+    read = _units_rows if search.by_unit_rows else _entry_rows
     rows = read(session, search, _position(cursor), limit + 1)
     entries = rows[:limit]
     return Page(entries, _cursor_of(entries[-1]) if len(rows) > limit and entries else None)

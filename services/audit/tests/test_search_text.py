@@ -68,7 +68,13 @@ def test_a_unit_administrator_finds_free_text_in_their_units_only(spread, client
                                                                    limit):
     expected = [label for _, label, unit in sorted(spread, reverse=True) if unit in (U1, U2)]
 
-    assert pages(client, as_role("unit_admin", unit_ids=(U1, U2)), limit, q="needle") == expected
+    headers = as_role("unit_admin", unit_ids=(U1, U2))
+    assert pages(client, headers, limit, q="needle") == expected
+    # with a filter on the entry too (every needle is Alice's)
+    assert pages(client, headers, limit, q="needle", user_id="user-alice") == expected
+    assert pages(client, headers, limit, q="needle", user_id="user-bob") == []
+    assert pages(client, headers, limit, q="needle", action="orders.order.approved") == expected
+    assert pages(client, headers, limit, q="needle", action="ledger") == []
 
 
 def test_free_text_within_a_time_range(spread, client, as_role):
@@ -112,7 +118,8 @@ def test_a_unit_administrator_reads_unit_rows_only_for_time_and_action():
                            account_id="acct", unit_ids=(U2, U1))
     for plain in (EntryFilter(), EntryFilter(action="orders", start=datetime(2026, 1, 1,
                                                                              tzinfo=UTC))):
-        assert handlers._prepare(unit_admin, plain).units == (U1, U2)
+        prepared = handlers._prepare(unit_admin, plain)
+        assert prepared.by_unit_rows and prepared.units == (U1, U2)
     for entry_filter in (EntryFilter(user_id="u"), EntryFilter(target="order"),
                          EntryFilter(text="x")):
-        assert handlers._prepare(unit_admin, entry_filter).units is None
+        assert not handlers._prepare(unit_admin, entry_filter).by_unit_rows
