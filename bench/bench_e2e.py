@@ -22,6 +22,10 @@ One run, on the same machine and under the same load:
    ``RawSigner``, the same ceiling ``make bench-signer`` uses), sampled before and after,
    and the ratio end-to-end/raw.
 
+The CPU of each process of the stack is counted from the start of the saturation phase
+until its last certificate arrived and every consumer's queue is empty again (work the
+phase's orders left queued, such as audit entries, belongs to them), per certificate.
+
 A latency is the time from just before the HTTP request that creates the order to the
 moment the subscriber receives that order's ``certificate.issued``. The rate of a phase
 is the certificates whose event arrived within the phase over its length. Results go to
@@ -321,6 +325,31 @@ def drain(subscriber: Subscriber, phase: Phase) -> None:
         subscriber.wait(order_id, max(0.0, deadline - time.monotonic()))
 
 
+def settle(broker_url: str) -> float:
+    """Wait (bounded) until every consumer's queue is empty, so the CPU counted for a
+    phase includes the work its orders left queued (audit is off the critical path and
+    may still be recording when the last certificate arrives); returns the seconds."""
+    from chancery_shared.messaging import broker, topology
+
+    started = time.monotonic()
+    deadline = started + DRAIN_TIMEOUT
+    empty_since: float | None = None
+    with broker.connect(broker_url) as connection:
+        channel = connection.channel()
+        while time.monotonic() < deadline:
+            ready = sum(channel.queue_declare(queue=name, passive=True).message_count
+                        for name in topology.QUEUES)
+            now = time.monotonic()
+            if ready:
+                empty_since = None
+            elif empty_since is None:
+                empty_since = now
+            elif now - empty_since >= 0.5:  # twice empty, half a second apart
+                break
+            time.sleep(0.1)
+    return round(time.monotonic() - started, 1)
+
+
 def percentile(values: Sequence[float], q: float) -> float | None:
     if not values:
         return None
@@ -464,7 +493,10 @@ def run(args: argparse.Namespace) -> int:
             cpu_before = cpu_seconds(stack)
             saturation = closed_loop(orders, subscriber, args.threads, args.seconds)
             drain(subscriber, saturation)
+            backlog = settle(broker_url)
             cpu_after = cpu_seconds(stack)
+            say(f"    [saturation] consumers' queues empty {backlog}s after the last "
+                f"certificate")
             results = {"saturation": summarise(saturation, subscriber)}
             cpu = cpu_per_certificate(cpu_before, cpu_after,
                                       results["saturation"]["certificates_issued"])
@@ -503,6 +535,7 @@ def run(args: argparse.Namespace) -> int:
         "ratio_end_to_end_to_raw": {name: round(r["certificates_per_second"] / raw, 5)
                                     for name, r in results.items()},
         "saturation_cpu_ms_per_certificate": cpu,
+        "saturation_backlog_seconds": backlog,
         "issued_events_seen_twice": duplicates, "dead_letters": dead,
         "total_seconds": round(time.monotonic() - started, 1),
     }

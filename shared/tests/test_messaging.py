@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from chancery_shared.db import make_engine, make_session_factory
+from chancery_shared.messaging import broker, topology
 from chancery_shared.messaging import envelope as envelopes
 from chancery_shared.messaging import relay as relay_module
 from chancery_shared.messaging.consumer import (
     MessageConsumer,
+    _Pending,
     peek_dead_letters,
     replay_dead_letters,
 )
@@ -20,6 +22,7 @@ from chancery_shared.messaging.relay import OutboxRelay
 from chancery_shared.messaging.tables import MessagingTables
 from chancery_shared.messaging.unit_of_work import UnitOfWork
 from chancery_shared.testing import purge_broker, wait_for
+from kombu import Producer
 from marshmallow import ValidationError
 from sqlalchemy import MetaData, func, select
 
@@ -344,3 +347,279 @@ def test_twin_deliveries_handled_at_once_have_one_effect(pg_bus):
                                   ).scalar_one()
     assert effects == 1
     assert pg_bus.count(pg_bus.tables.inbox) == 1
+
+
+# --- batches: a consumer applying several messages in one transaction (batch_size) --------
+# acknowledged only after the commit, a failing message handled alone, duplicates applied
+# once, a crash before the commit redelivered and applied once, no wait for a full batch.
+
+LEDGER = "ledger.events"
+CANCELLED = "orders.order.cancelled"
+
+
+def cancelled(order_id: str) -> Envelope:
+    return envelopes.new_envelope(type=CANCELLED, source="orders", context=CONTEXT,
+                                  subject_type="order", subject_id=order_id,
+                                  summary=f"cancelled {order_id}",
+                                  data={"order_id": order_id, "reason": None})
+
+
+def publish(url: str, *messages: Envelope) -> None:
+    """Put messages on the consumer's queue (straight to it, as a retry would)."""
+    with broker.connect(url) as connection:
+        channel = connection.channel()
+        topology.declare(channel)
+        producer = Producer(channel)
+        for env in messages:
+            producer.publish(env.to_json(), exchange=topology.RETRY_EXCHANGE, routing_key=LEDGER,
+                             message_id=env.event_id, delivery_mode=2,
+                             content_type="application/json", content_encoding="utf-8")
+
+
+def effect(env: Envelope, uow: UnitOfWork) -> None:
+    """The effect of a message: an outbox row naming the order (rolled back with it)."""
+    emit_cancelled(uow, "effect-" + env.subject["id"])
+
+
+def effects(bus: Bus) -> dict[str, int]:
+    outbox = bus.tables.outbox
+    with bus.sessions() as session:
+        bodies = session.execute(select(outbox.c.body)).scalars().all()
+    counted: dict[str, int] = {}
+    for body in bodies:
+        order_id = envelopes.parse(body).data["order_id"]
+        if order_id.startswith("effect-"):
+            key = order_id.removeprefix("effect-")
+            counted[key] = counted.get(key, 0) + 1
+    return counted
+
+
+def left_on_queue(url: str) -> int:
+    """Messages still on the queue once no consumer holds them (unacknowledged ones are
+    back on it)."""
+    with broker.connect(url) as connection:
+        channel = connection.channel()
+        topology.declare(channel)
+        queue = topology.kombu_queue(topology.QUEUES[LEDGER])(channel)
+        left = 0
+        while queue.get(no_ack=False) is not None:
+            left += 1  # left unacknowledged: back on the queue when the connection closes
+        return left
+
+
+class Running:
+    """A consumer on its own thread; ``crashed`` holds what killed it, if anything."""
+
+    def __init__(self, consumer: MessageConsumer):
+        self.consumer = consumer
+        self.stop = threading.Event()
+        self.crashed: list[BaseException] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.consumer.run_until(self.stop)
+        except BaseException as exc:  # noqa: BLE001 - the test looks at it
+            self.crashed.append(exc)
+
+    def __enter__(self) -> Running:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop.set()
+        self.thread.join(10)
+        assert not self.thread.is_alive()
+
+
+def batching(bus: Bus, handler: Callable[[Envelope, UnitOfWork], None],
+             uow: Callable[[], UnitOfWork] | None = None, **kwargs) -> MessageConsumer:
+    return MessageConsumer(LEDGER, {CANCELLED: handler}, uow or bus.uow, bus.url, prefetch=10,
+                           batch_size=10, backoff_seconds=0.001, **kwargs)
+
+
+def test_batch_size_is_bounded_by_the_prefetch(bus):
+    assert batching(bus, effect).batching == 10
+    embedded = MessageConsumer(LEDGER, {CANCELLED: effect}, bus.uow, bus.url, prefetch=1,
+                               batch_size=10)
+    assert embedded.batching == 1  # the embedded mode's prefetch 1: batching is off
+
+
+def test_a_failing_message_in_the_middle_of_a_batch_is_handled_alone(bus):
+    poison = cancelled("poison")
+    others = [cancelled(f"o-{n}") for n in range(6)]
+    attempts: list[str] = []
+
+    def handler(env: Envelope, uow: UnitOfWork) -> None:
+        attempts.append(env.subject["id"])
+        effect(env, uow)
+        if env.event_id == poison.event_id:
+            raise RuntimeError("poison")
+
+    publish(bus.url, *others[:3], poison, *others[3:])  # queued before the consumer starts
+    consumer = batching(bus, handler, max_retries=1)
+    with Running(consumer):
+        wait_for(lambda: consumer.handled == 6, message="the six good messages")
+        dead = wait_for(lambda: peek_dead_letters(bus.url, LEDGER), message="the dead letter")
+    assert "poison" in dead[0]["error"]
+    assert max(consumer.batches) > 1  # the good ones shared transactions
+    assert effects(bus) == {f"o-{n}": 1 for n in range(6)}  # the poison's rolled back
+    # in the batch and in its savepoint (if it shared one), then alone, then its one retry:
+    # the ordinary budget, unchanged
+    assert attempts.count("poison") in (2, 4)
+    assert bus.count(bus.tables.inbox) == 6
+    assert left_on_queue(bus.url) == 0
+
+
+def test_duplicates_in_a_batch_and_already_processed_ones_are_applied_once(bus):
+    seen_before, twin, single = cancelled("before"), cancelled("twin"), cancelled("single")
+    consumer = batching(bus, effect)
+    assert consumer.handle(seen_before) is True
+    publish(bus.url, twin, seen_before, twin, single, twin)
+    with Running(consumer):
+        wait_for(lambda: consumer.handled == 3, message="twin and single applied")
+    assert left_on_queue(bus.url) == 0  # all five acknowledged
+    assert effects(bus) == {"before": 1, "twin": 1, "single": 1}
+    assert bus.count(bus.tables.inbox) == 3
+    assert peek_dead_letters(bus.url, LEDGER) == []
+
+
+class Crash(BaseException):
+    """The process dying: no handler, retry or fallback catches it."""
+
+
+def test_a_crash_before_the_commit_acknowledges_nothing_and_redelivery_applies_once(pg_bus):
+    """On RabbitMQ: the in-memory bus does not requeue what a closed channel held (it dies
+    with the process that holds it, so there is nothing to redeliver to)."""
+    bus = pg_bus
+    messages = [cancelled(f"o-{n}") for n in range(5)]
+    applied: list[str] = []
+
+    def recorded(env: Envelope, uow: UnitOfWork) -> None:
+        effect(env, uow)
+        applied.append(env.subject["id"])
+
+    class DiesAtCommit(UnitOfWork):
+        def commit(self) -> None:
+            raise Crash(f"killed with {len(applied)} message(s) applied, before the commit")
+
+    def dying() -> UnitOfWork:
+        return DiesAtCommit(bus.sessions, bus.tables, "orders")
+
+    publish(bus.url, *messages)
+    first = batching(bus, recorded, dying)
+    with Running(first) as running:
+        wait_for(lambda: running.crashed, message="the crash")
+    assert isinstance(running.crashed[0], Crash), running.crashed
+    assert applied  # the handler ran (all five, when they came as one batch)
+    assert first.handled == 0
+    assert effects(bus) == {} and bus.count(bus.tables.inbox) == 0
+    # nothing was acknowledged: all five come back to the next consumer
+    second = batching(bus, effect)
+    with Running(second):
+        wait_for(lambda: second.handled == 5, message="the five redelivered")
+    assert left_on_queue(bus.url) == 0  # all acknowledged
+    assert effects(bus) == {f"o-{n}": 1 for n in range(5)}
+    assert bus.count(bus.tables.inbox) == 5
+
+
+def test_a_failed_batch_commit_falls_back_to_one_message_at_a_time(bus):
+    messages = [cancelled(f"o-{n}") for n in range(4)]
+    commits: list[int] = []
+
+    class LosesItsFirstCommit(UnitOfWork):
+        def commit(self) -> None:
+            commits.append(1)
+            if len(commits) <= 2:  # the batch, then the batch with savepoints
+                raise RuntimeError("connection reset at commit")
+            super().commit()
+
+    def uow() -> UnitOfWork:
+        return LosesItsFirstCommit(bus.sessions, bus.tables, "orders")
+
+    consumer = batching(bus, effect, uow)
+    batch = [_Pending(FakeMessage(bus), env, effect) for env in messages]
+    consumer._pending = list(batch)
+    consumer.flush()
+    assert consumer.handled == 4
+    assert all(item.message.acked_after_commit for item in batch)
+    assert effects(bus) == {f"o-{n}": 1 for n in range(4)}
+
+
+def test_a_batching_consumer_does_not_wait_for_a_batch_to_fill(bus):
+    consumer = batching(bus, effect)
+    with Running(consumer):
+        wait_for(lambda: consumer.connection.connected, message="consumer connected")
+        publish(bus.url, cancelled("alone"))
+        wait_for(lambda: consumer.handled == 1, timeout=10, message="the lone message")
+        publish(bus.url, cancelled("next"))
+        wait_for(lambda: consumer.handled == 2, timeout=10, message="the next lone message")
+    assert effects(bus) == {"alone": 1, "next": 1}
+
+
+# --- without a broker: what is acknowledged when, and handlers that commit -------------
+
+
+class FakeMessage:
+    """Records whether its inbox row was already committed when it was acknowledged."""
+
+    def __init__(self, bus: Bus, envelope: Envelope | None = None):
+        self.bus = bus
+        self.headers: dict = {}
+        self.properties: dict = {}
+        self.acked_after_commit: bool | None = None
+
+    def ack(self) -> None:
+        self.acked_after_commit = self.bus.count(self.bus.tables.inbox) > 0
+
+
+def test_messages_are_acknowledged_only_after_their_batch_committed(bus):
+    envs = [cancelled(f"o-{n}") for n in range(3)]
+    order: list[str] = []
+
+    def handler(env: Envelope, uow: UnitOfWork) -> None:
+        effect(env, uow)
+        # nothing of this batch is acknowledged before its commit
+        order.append(env.subject["id"])
+        assert all(item.message.acked_after_commit is None for item in batch)
+
+    consumer = batching(bus, handler)
+    batch = [_Pending(FakeMessage(bus), env, handler) for env in envs]
+    consumer._pending = list(batch)
+    consumer.flush()
+    assert order == ["o-0", "o-1", "o-2"]
+    assert [item.message.acked_after_commit for item in batch] == [True, True, True]
+    assert consumer.batches == [3]
+
+
+def test_a_handler_that_commits_is_not_batched_but_handled_alone(bus):
+    def commits_itself(env: Envelope, uow: UnitOfWork) -> None:
+        effect(env, uow)
+        uow.commit()  # like the signer's intent: must not commit the batch's others
+
+    calls: list[str] = []
+
+    def plain(env: Envelope, uow: UnitOfWork) -> None:
+        calls.append(env.subject["id"])
+        effect(env, uow)
+
+    consumer = batching(bus, plain)
+    envs = [cancelled("plain-1"), cancelled("committer"), cancelled("plain-2")]
+    batch = [_Pending(FakeMessage(bus), envs[0], plain),
+             _Pending(FakeMessage(bus), envs[1], commits_itself),
+             _Pending(FakeMessage(bus), envs[2], plain)]
+    consumer._pending = list(batch)
+    consumer.flush()
+    assert consumer.batches == [2]
+    assert consumer.handled == 3
+    assert effects(bus) == {"plain-1": 1, "committer": 1, "plain-2": 1}
+    assert all(item.message.acked_after_commit for item in batch)
+
+
+def test_the_batch_commit_wakes_the_relay(bus):
+    consumer = batching(bus, effect)
+    bus.wakeup.clear()
+    consumer._pending = [_Pending(FakeMessage(bus), cancelled(f"o-{n}"), effect)
+                         for n in range(2)]
+    consumer.flush()
+    assert bus.wakeup.is_set()  # the unit of work's after-commit hook ran

@@ -10,7 +10,7 @@ from datetime import datetime
 
 from chancery_shared import config as cfg
 from chancery_shared.mail import Mailer, SmtpMailer, SmtpSettings
-from chancery_shared.messaging.consumer import Handler
+from chancery_shared.messaging.consumer import Handler, MessageConsumer
 from chancery_shared.messaging.envelope import utcnow
 from chancery_shared.service import BackgroundJob, Runtime, Service
 
@@ -18,6 +18,9 @@ from chancery_ledger import handlers, messages, model, report_views, views
 from chancery_ledger.payments import PaymentProcessor, build_processor
 
 log = logging.getLogger(__name__)
+#: Messages the consumer applies per transaction, at most its prefetch (ledger's handlers in
+#: messages.py never commit themselves): chancery_shared.messaging.consumer.
+CONSUMER_BATCH = 10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,3 +79,9 @@ class LedgerService(Service):
 
     def message_handlers(self) -> dict[str, Mapping[str, Handler]]:
         return {"ledger.events": messages.HANDLERS}
+
+    def consumers(self, prefetch: int = 10) -> list[MessageConsumer]:
+        consumers = super().consumers(prefetch)
+        for consumer in consumers:
+            consumer.batch_size = CONSUMER_BATCH
+        return consumers

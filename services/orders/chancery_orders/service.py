@@ -10,7 +10,7 @@ from pathlib import Path
 
 import flask_smorest
 from chancery_shared import config as cfg
-from chancery_shared.messaging.consumer import Handler
+from chancery_shared.messaging.consumer import Handler, MessageConsumer
 from chancery_shared.messaging.envelope import utcnow
 from chancery_shared.messaging.unit_of_work import UnitOfWork
 from chancery_shared.service import BackgroundJob, Runtime, Service
@@ -31,6 +31,9 @@ from chancery_orders import (
 )
 
 log = logging.getLogger(__name__)
+#: Messages the consumer applies per transaction, at most its prefetch (orders' saga answers in
+#: messages.py never commit themselves): chancery_shared.messaging.consumer.
+CONSUMER_BATCH = 10
 QUEUE = "orders.events"
 
 
@@ -91,6 +94,12 @@ class OrdersService(Service):
 
     def message_handlers(self) -> dict[str, Mapping[str, Handler]]:
         return {QUEUE: messages.HANDLERS}
+
+    def consumers(self, prefetch: int = 10) -> list[MessageConsumer]:
+        consumers = super().consumers(prefetch)
+        for consumer in consumers:
+            consumer.batch_size = CONSUMER_BATCH
+        return consumers
 
     def migrate(self) -> None:
         """Upgrade the schema, then load the product catalog (a data step, idempotent)."""

@@ -12,6 +12,30 @@ budget (OUTAGE_RETRIES, backing off to OUTAGE_MAX_BACKOFF, about five minutes) i
 of being dead-lettered after the second or so the ordinary budget lasts. The fault runs
 (tests/chaos) found signing commands dead-lettered, and their orders stuck in
 ``issuing``, by a PostgreSQL restart of a few seconds.
+
+Batching (opt-in, ``batch_size`` > 1): the messages already delivered are applied in one
+transaction instead of one each (a consumer transaction's round trips and commit are most
+of what a message costs: docs/performance.md). The guarantees stay those of one message:
+
+- the batch is applied in one transaction with its inbox rows and committed once; only
+  then are its messages acknowledged, so a crash before the commit leaves all of them
+  unacknowledged, to be redelivered and applied once (the inbox);
+- if a handler fails, the batch is rolled back and applied again with a SAVEPOINT per
+  message: the failing one is rolled back alone and, after the others committed, goes
+  through the one-message path (``handle``, with the same retry, outage and dead-letter
+  budgets), so it neither blocks nor poisons them. (Savepoints only then: they cost two
+  round trips a message, about what batching saves.)
+- if that transaction fails too (a twin delivery committed an inbox row first), or the
+  database is gone, every message of the batch is handled one by one;
+- a message seen twice in a batch, or already in the inbox, is applied once;
+- a batch is applied when it is full or as soon as no further message is immediately
+  available (``BATCH_WAIT_SECONDS``): nothing waits for a batch to fill;
+- a handler that commits inside (the signer commits its intent before the CA key signs)
+  must not be batched: under batching, ``uow.commit`` inside a handler raises
+  ``CommitInsideBatch``, which sends that message down the one-message path.
+
+The broker never delivers more unacknowledged messages than the prefetch, so a batch is
+at most ``min(batch_size, prefetch)``: with prefetch 1 (the embedded mode) batching is off.
 """
 
 from __future__ import annotations
@@ -19,17 +43,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from itertools import count
+from typing import Any, NamedTuple
 
 from kombu import Connection, Consumer, Message, Producer
 from kombu.mixins import ConsumerMixin
 from marshmallow import ValidationError
+from sqlalchemy import insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 
 from chancery_shared.messaging import broker, topology
 from chancery_shared.messaging import envelope as envelopes
-from chancery_shared.messaging.envelope import Envelope
+from chancery_shared.messaging.envelope import Envelope, utcnow
 from chancery_shared.messaging.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -40,6 +66,19 @@ OUTAGE_HEADER = "x-chancery-outage-retries"
 ERROR_HEADER = "x-chancery-error"
 OUTAGE_RETRIES = 60
 OUTAGE_MAX_BACKOFF = 5.0
+#: How long a batching consumer waits for a further message before applying what it
+#: holds: "immediately available" means already in the socket or arriving within this.
+BATCH_WAIT_SECONDS = 0.002
+
+
+class CommitInsideBatch(RuntimeError):
+    """A handler committed inside a batch; such handlers take the one-message path."""
+
+
+class _Pending(NamedTuple):
+    message: Message
+    envelope: Envelope
+    handler: Handler
 
 
 def is_database_outage(exc: BaseException) -> bool:
@@ -53,7 +92,8 @@ def is_database_outage(exc: BaseException) -> bool:
 class MessageConsumer(ConsumerMixin):
     def __init__(self, queue: str, handlers: Mapping[str, Handler],
                  uow_factory: Callable[[], UnitOfWork], broker_url: str, *,
-                 prefetch: int = 10, max_retries: int = 5, backoff_seconds: float = 0.05):
+                 prefetch: int = 10, max_retries: int = 5, backoff_seconds: float = 0.05,
+                 batch_size: int = 1):
         if queue not in topology.QUEUES:
             raise ValueError(f"unknown queue {queue}; add it to chancery_shared.messaging.topology")
         self.queue = queue
@@ -66,6 +106,16 @@ class MessageConsumer(ConsumerMixin):
         self.connection: Connection = broker.connect(broker_url)
         self._producer: Producer | None = None
         self.handled = 0  # messages whose effect committed (for health and tests)
+        self.batch_size = batch_size
+        self.batches: list[int] = []  # sizes of the batches committed (tests, the last 100)
+        self._pending: list[_Pending] = []
+
+    @property
+    def batching(self) -> int:
+        """The largest batch this consumer applies; 1 means one message per transaction.
+        Never more than the prefetch: the broker would not deliver the rest of a batch
+        before some of it is acknowledged."""
+        return max(1, min(self.batch_size, self._prefetch))
 
     # kombu's mixin ----------------------------------------------------------------------
 
@@ -86,6 +136,15 @@ class MessageConsumer(ConsumerMixin):
         if handler is None:  # bound but unhandled: a wiring mistake an operator must see
             self._dead_letter(message, f"no handler for {envelope.type} on {self.queue}")
             return
+        if self.batching > 1:
+            self._pending.append(_Pending(message, envelope, handler))
+            if len(self._pending) >= self.batching:
+                self.flush()
+            return
+        self._handle_one(message, envelope, handler)
+
+    def _handle_one(self, message: Message, envelope: Envelope, handler: Handler) -> None:
+        """The one-message path: apply, then acknowledge; or retry / dead-letter."""
         try:
             self.handle(envelope, handler)
         except Exception as exc:  # noqa: BLE001 - any failure is retried, then dead-lettered
@@ -117,6 +176,137 @@ class MessageConsumer(ConsumerMixin):
                 raise
         self.handled += 1
         return True
+
+    # batches ----------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Apply the messages held, in one transaction; acknowledge them after its commit."""
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        if len(batch) == 1:
+            self._handle_one(*batch[0])
+            return
+        try:
+            done, failed = self.apply_batch(batch)
+        except Exception as exc:  # noqa: BLE001 - some message failed: isolate it
+            done, failed = self._apply_isolating(batch, exc)
+        for message in done:
+            message.ack()
+        for item in failed:
+            self._handle_one(*item)
+
+    def _apply_isolating(self, batch: list[_Pending], cause: Exception,
+                         ) -> tuple[list[Message], list[_Pending]]:
+        """After a failed batch: again with a savepoint per message, so a failing one is
+        rolled back alone; if that fails too (the commit, the database), one by one."""
+        if not is_database_outage(cause):
+            try:
+                return self.apply_batch(batch, savepoints=True)
+            except Exception as exc:  # noqa: BLE001 - reported, then one by one
+                cause = exc
+        log.warning("%s: a batch of %d failed (%s: %s); handling its messages one by one",
+                    self.queue, len(batch), type(cause).__name__, cause)
+        return [], batch
+
+    def apply_batch(self, batch: list[_Pending], *, savepoints: bool = False,
+                    ) -> tuple[list[Message], list[_Pending]]:
+        """Apply ``batch`` in one transaction with the inbox rows; commit.
+
+        Returns the messages to acknowledge (their effect, or an earlier one, committed)
+        and, with ``savepoints``, the ones whose handler failed (each rolled back to its
+        own savepoint; for the one-message path). Without savepoints (two round trips
+        fewer per message) any failure raises. Raises when the transaction itself fails:
+        nothing of it committed, nothing to acknowledge.
+        """
+        done: list[Message] = []
+        failed: list[_Pending] = []
+        applied: list[str] = []
+        with self._uow_factory() as uow:
+            seen = self._already_processed(uow, [item.envelope.event_id for item in batch])
+            for item in batch:
+                event_id = item.envelope.event_id
+                if event_id in seen:
+                    done.append(item.message)  # a duplicate: the one effect commits here
+                    continue
+                emitted = len(uow.emitted)
+                uow.commit = _refuse_commit  # type: ignore[method-assign]
+                try:
+                    if savepoints:
+                        with uow.session.begin_nested():
+                            item.handler(item.envelope, uow)
+                    else:
+                        item.handler(item.envelope, uow)
+                except Exception as exc:
+                    if not savepoints or is_database_outage(exc):
+                        raise  # the transaction is gone or must go: isolate, or one by one
+                    log.info("%s: %s %s failed in a batch (%s); handling it alone",
+                             self.queue, item.envelope.type, event_id, exc)
+                    del uow.emitted[emitted:]
+                    failed.append(item)
+                    continue
+                finally:
+                    del uow.commit  # the class's commit again
+                seen.add(event_id)
+                applied.append(event_id)
+                done.append(item.message)
+            if applied:
+                now = utcnow()
+                uow.session.execute(insert(uow._tables.inbox), [
+                    {"consumer": self.queue, "event_id": event_id, "processed_at": now}
+                    for event_id in applied])
+            uow.commit()
+        self.handled += len(applied)
+        self.batches = [*self.batches[-99:], len(applied)]
+        return done, failed
+
+    def _already_processed(self, uow: UnitOfWork, event_ids: list[str]) -> set[str]:
+        """Which of ``event_ids`` this queue's inbox holds (one query for a batch)."""
+        inbox = uow._tables.inbox  # the unit of work's messaging tables (same package)
+        return set(uow.session.execute(
+            select(inbox.c.event_id).where(inbox.c.consumer == self.queue,
+                                           inbox.c.event_id.in_(set(event_ids)))
+        ).scalars())
+
+    # kombu's loop, with batches: flush when no further message is immediately available
+
+    def consume(self, limit: int | None = None, timeout: float | None = None,
+                safety_interval: float = 1, **kwargs: Any) -> Iterator[None]:
+        if self.batching <= 1:
+            yield from super().consume(limit=limit, timeout=timeout,
+                                       safety_interval=safety_interval, **kwargs)
+            return
+        elapsed = 0.0
+        try:
+            with self.consumer_context(**kwargs) as (conn, _channel, _consumers):
+                for _ in limit and range(limit) or count():
+                    if self.should_stop:
+                        self.flush()
+                        break
+                    self.on_iteration()
+                    waiting = bool(self._pending)
+                    try:
+                        conn.drain_events(timeout=BATCH_WAIT_SECONDS if waiting
+                                          else safety_interval)
+                    except TimeoutError:  # socket.timeout: nothing arrived in time
+                        if waiting:
+                            self.flush()
+                        conn.heartbeat_check()  # rate-limited by the transport
+                        if waiting:
+                            continue
+                        elapsed += safety_interval
+                        if timeout and elapsed >= timeout:
+                            raise
+                    except OSError:
+                        if not self.should_stop:
+                            raise
+                    else:
+                        yield
+                        elapsed = 0.0
+        finally:
+            # Left unapplied after a lost connection or a crash: unacknowledged, so the
+            # broker redelivers them.
+            self._pending = []
 
     # failure paths ------------------------------------------------------------------
 
@@ -159,6 +349,11 @@ class MessageConsumer(ConsumerMixin):
     def _watch_stop(self, stop: threading.Event) -> None:
         stop.wait()
         self.should_stop = True
+
+
+def _refuse_commit() -> None:
+    raise CommitInsideBatch("the handler commits inside its unit of work; it cannot be "
+                            "batched (it is handled alone)")
 
 
 def replay_dead_letters(broker_url: str, queue: str, limit: int | None = None) -> int:
