@@ -13,7 +13,7 @@ promise on a log that grows all the time.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -23,7 +23,7 @@ from chancery_shared.messaging.envelope import Envelope, isoformat, utcnow
 from chancery_shared.messaging.unit_of_work import UnitOfWork
 from chancery_shared.web.pagination import decode_cursor, encode_cursor
 from chancery_shared.web.problems import Forbidden, InvalidField, NotFound
-from sqlalchemy import ColumnElement, and_, exists, false, func, or_, select, true
+from sqlalchemy import ColumnElement, and_, exists, false, func, or_, select, true, union_all
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, lazyload
@@ -144,7 +144,7 @@ class Page:
 #: Free text first looks among the newest RECENT_SCAN entries the reader could see, read
 #: newest first through the time indexes, and asks the trigram indexes about the older
 #: rest only when those hold less than a page. See ``_entry_rows``.
-RECENT_SCAN = 5_000
+RECENT_SCAN = 1_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,7 +211,8 @@ def _prepare(principal: Principal, wanted: EntryFilter) -> _Search:
     units: tuple[str, ...] | None = None
     account_id = wanted.account_id
     if principal.role == "unit_admin":
-        units = tuple(sorted(set(principal.unit_ids)))
+        # none: ``visible`` is already false, and the entries' path finds nothing
+        units = tuple(sorted(set(principal.unit_ids))) or None
         if account_id is not None and account_id != principal.account_id:
             visible = false()
         account_id = principal.account_id
@@ -295,16 +296,34 @@ def _entries_in_scope(search: _Search, position: tuple[datetime, str] | None,
 
 
 def _unit_rows_in_scope(search: _Search, position: tuple[datetime, str] | None,
-                        units: Sequence[str]) -> Any:
-    """The rows of ``units`` within the search's account, time, action and cursor."""
-    query = select(AuditEntryUnit).where(
-        AuditEntryUnit.unit_id.in_(units), AuditEntryUnit.account_id == search.account_id,
+                        unit_id: str) -> Any:
+    """The (entry id, time) of one unit's rows within the search's account, time, action
+    and cursor, newest first: what the (unit, time) and (unit, action, time) indexes
+    hold in that order."""
+    query = select(AuditEntryUnit.entry_id.label("id"), AuditEntryUnit.at).where(
+        AuditEntryUnit.unit_id == unit_id, AuditEntryUnit.account_id == search.account_id,
         *_between(AuditEntryUnit.at, search.start, search.end))
     if search.action:
         query = query.where(_action_is(search.action, AuditEntryUnit.action))
     if position is not None:
         query = query.where(_older_than(position, AuditEntryUnit.at, AuditEntryUnit.entry_id))
-    return query
+    return query.order_by(AuditEntryUnit.at.desc(), AuditEntryUnit.entry_id.desc())
+
+
+def _newest_of_units(search: _Search, position: tuple[datetime, str] | None,
+                     limit: int) -> Any:
+    """The (id, at) of the newest ``limit`` entries about the reader's units.
+
+    Each unit's newest are read from its own index and the lists merged: asked for
+    ``unit_id IN (...)`` at once, PostgreSQL read and sorted every row of the units.
+    An entry about two of the units is in both lists and kept once.
+    """
+    assert search.units is not None
+    lists = [select(*_unit_rows_in_scope(search, position, unit_id).limit(limit)
+                    .subquery().c) for unit_id in search.units]
+    merged = (union_all(*lists) if len(lists) > 1 else lists[0]).subquery()
+    return (select(merged.c.id, merged.c.at).distinct()
+            .order_by(merged.c.at.desc(), merged.c.id.desc()).limit(limit).subquery("newest"))
 
 
 def _recent(search: _Search, position: tuple[datetime, str] | None) -> Any:
@@ -312,13 +331,10 @@ def _recent(search: _Search, position: tuple[datetime, str] | None) -> Any:
     from the unit rows for a unit administrator, else from the entries in scope. Only
     the two columns, so PostgreSQL reads and orders them from an index."""
     if search.units is not None:
-        rows = _unit_rows_in_scope(search, position, search.units).subquery()
-        query = (select(rows.c.entry_id.label("id"), rows.c.at).distinct()
-                 .order_by(rows.c.at.desc(), rows.c.entry_id.desc()))
-    else:
-        query = (_entries_in_scope(search, position, AuditEntry.id, AuditEntry.at)
-                 .order_by(AuditEntry.at.desc(), AuditEntry.id.desc()))
-    return query.limit(RECENT_SCAN).subquery("recent")
+        return _newest_of_units(search, position, RECENT_SCAN)
+    return (_entries_in_scope(search, position, AuditEntry.id, AuditEntry.at)
+            .order_by(AuditEntry.at.desc(), AuditEntry.id.desc())
+            .limit(RECENT_SCAN).subquery("recent"))
 
 
 def _entry_rows(session: Session, search: _Search, position: tuple[datetime, str] | None,
@@ -355,26 +371,15 @@ def _entry_rows(session: Session, search: _Search, position: tuple[datetime, str
 
 def _units_rows(session: Session, search: _Search, position: tuple[datetime, str] | None,
                 wanted: int) -> list[AuditEntry]:
-    """Up to ``wanted`` entries about the reader's units, newest first.
-
-    Each unit's entries are read newest first from the unit's own index (time, account
-    and action are copied onto ``audit_entry_units`` for that), up to ``wanted`` per
-    unit, then merged: walking the account and checking each entry's units would read
-    every entry of the account to find the few about one unit.
-    """
-    assert search.units is not None
-    found: dict[str, AuditEntry] = {}
-    for unit_id in search.units:
-        rows = _unit_rows_in_scope(search, position, [unit_id]).subquery()
-        newest = (select(rows.c.entry_id, rows.c.at)
-                  .order_by(rows.c.at.desc(), rows.c.entry_id.desc()).limit(wanted).subquery())
-        query = (select(AuditEntry).join(newest, AuditEntry.id == newest.c.entry_id)
-                 .where(search.visible).options(lazyload(AuditEntry.units)))
-        for entry in session.execute(query).scalars():
-            found[entry.id] = entry
-    # the newest ``wanted`` of all units are among each unit's newest ``wanted``; an
-    # entry about two of the units arrives twice and is kept once
-    return sorted(found.values(), key=lambda e: (as_utc(e.at), e.id), reverse=True)[:wanted]
+    """Up to ``wanted`` entries about the reader's units, newest first, read from the
+    units' own rows (time, account and action are copied onto ``audit_entry_units``
+    for that): walking the account and checking each entry's units would read every
+    entry of the account to find the few about one unit."""
+    newest = _newest_of_units(search, position, wanted)
+    return list(session.execute(
+        select(AuditEntry).join(newest, AuditEntry.id == newest.c.id).where(search.visible)
+        .options(lazyload(AuditEntry.units))
+        .order_by(newest.c.at.desc(), newest.c.id.desc())).scalars())
 
 
 def _page(session: Session, search: _Search, cursor: str | None, limit: int) -> Page:

@@ -123,3 +123,10 @@ def test_a_unit_administrator_reads_unit_rows_only_for_time_and_action():
     for entry_filter in (EntryFilter(user_id="u"), EntryFilter(target="order"),
                          EntryFilter(text="x")):
         assert not handlers._prepare(unit_admin, entry_filter).by_unit_rows
+
+
+@pytest.mark.parametrize("params", [{}, {"q": "needle"}, {"action": "orders"},
+                                    {"user_id": "user-alice"}])
+def test_a_unit_administrator_of_no_unit_reads_nothing(spread, client, as_role, params):
+    assert pages(client, as_role("unit_admin", unit_ids=()), 3, **params) == []
+    assert pages(client, as_role("unit_admin", unit_ids=(U3,)), 3, **params) != []
