@@ -49,6 +49,10 @@ A_ALL = {"a_unit1", "a_unit1_later", "a_unit2", "a_no_unit"}
     ("admin", OTHER_ACCOUNT, (), {}, {"b_unit1"}),
     ("admin", OTHER_ACCOUNT, (), {"account_id": ACCOUNT}, set()),  # never another's
     ("unit_admin", OTHER_ACCOUNT, ("u1",), {}, {"b_unit1"}),
+    # the units' own rows (time, action) and free text never cross into another account
+    ("unit_admin", ACCOUNT, ("u1",), {"q": "did"}, {"a_unit1", "a_unit1_later"}),
+    ("unit_admin", ACCOUNT, ("u1",), {"action": "orders"}, {"a_unit1"}),
+    ("unit_admin", OTHER_ACCOUNT, ("u1",), {"action": "orders", "q": "did"}, {"b_unit1"}),
     ("operator", None, (), {}, A_ALL | {"b_unit1", "platform"}),
     ("operator", None, (), {"account_id": OTHER_ACCOUNT}, {"b_unit1"}),
 ])
