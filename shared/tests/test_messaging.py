@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -75,6 +76,22 @@ def emit_cancelled(uow: UnitOfWork, order_id: str = "o-1") -> envelopes.Envelope
                      data={"order_id": order_id, "reason": "no longer needed"})
 
 
+@contextlib.contextmanager
+def running(bus, consumer: MessageConsumer) -> Iterator[None]:
+    """The bus's outbox relay and ``consumer`` at work in threads while the block runs."""
+    stop = threading.Event()
+    threads = [threading.Thread(target=bus.relay().run, args=(stop,), daemon=True),
+               threading.Thread(target=consumer.run_until, args=(stop,), daemon=True)]
+    for thread in threads:
+        thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(5)
+
+
 def test_envelope_round_trips_and_validates_payload():
     env = envelopes.new_envelope(type="orders.order.cancelled", source="orders", context=CONTEXT,
                                  subject_type="order", subject_id="o-1", summary="s",
@@ -119,12 +136,7 @@ def test_relay_publishes_committed_messages_once_and_in_order(bus):
     received: list[str] = []
     consumer = MessageConsumer("audit.all", {"#": lambda env, uow: received.append(
         env.subject["id"])}, bus.uow, bus.url)
-    stop = threading.Event()
-    threads = [threading.Thread(target=bus.relay().run, args=(stop,), daemon=True),
-               threading.Thread(target=consumer.run_until, args=(stop,), daemon=True)]
-    for t in threads:
-        t.start()
-    try:
+    with running(bus, consumer):
         for n in range(20):
             with bus.uow() as uow:
                 emit_cancelled(uow, f"o-{n}")
@@ -135,10 +147,6 @@ def test_relay_publishes_committed_messages_once_and_in_order(bus):
             unsent = session.execute(select(func.count()).select_from(bus.tables.outbox)
                                      .where(bus.tables.outbox.c.sent_at.is_(None))).scalar_one()
         assert unsent == 0
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(5)
 
 
 def test_a_redelivered_message_has_no_second_effect(bus):
@@ -181,12 +189,7 @@ def test_poison_message_is_retried_then_dead_lettered_and_can_be_replayed(bus):
 
     consumer = MessageConsumer("ledger.events", {"orders.order.cancelled": flaky}, bus.uow,
                                bus.url, max_retries=2, backoff_seconds=0.001)
-    stop = threading.Event()
-    threads = [threading.Thread(target=bus.relay().run, args=(stop,), daemon=True),
-               threading.Thread(target=consumer.run_until, args=(stop,), daemon=True)]
-    for t in threads:
-        t.start()
-    try:
+    with running(bus, consumer):
         with bus.uow() as uow:
             emit_cancelled(uow)
             uow.commit()
@@ -199,10 +202,6 @@ def test_poison_message_is_retried_then_dead_lettered_and_can_be_replayed(bus):
         assert replay_dead_letters(bus.url, "ledger.events") == 1
         wait_for(lambda: consumer.handled == 1, message="the replayed message handled")
         assert peek_dead_letters(bus.url, "ledger.events") == []
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(5)
 
 
 def test_a_database_outage_does_not_use_up_the_retries(bus):
@@ -220,22 +219,13 @@ def test_a_database_outage_does_not_use_up_the_retries(bus):
 
     consumer = MessageConsumer("ledger.events", {"orders.order.cancelled": database_restarting},
                                bus.uow, bus.url, max_retries=1, backoff_seconds=0.001)
-    stop = threading.Event()
-    threads = [threading.Thread(target=bus.relay().run, args=(stop,), daemon=True),
-               threading.Thread(target=consumer.run_until, args=(stop,), daemon=True)]
-    for t in threads:
-        t.start()
-    try:
+    with running(bus, consumer):
         with bus.uow() as uow:
             emit_cancelled(uow)
             uow.commit()
         wait_for(lambda: consumer.handled == 1, message="handled once the database is back")
         assert len(attempts) == 5
         assert peek_dead_letters(bus.url, "ledger.events") == []
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(5)
 
 
 def test_invalid_message_goes_straight_to_dead_letters(bus):
