@@ -154,8 +154,8 @@ class _Search:
     ``visible`` is what the reader may see at all; ``filters`` what they asked of the
     entry itself (user, target). Account, time, action and free text are kept apart:
     a unit administrator's entries can be read through ``audit_entry_units``, whose own
-    copies of the entry's account, time and action are what its indexes order by, and
-    free text is applied in two steps (``_entry_rows``).
+    copies of the entry's time and action are what its indexes order by, and free text
+    is applied in two steps (``_entry_rows``).
     """
 
     visible: ColumnElement[bool]
