@@ -328,14 +328,14 @@ def _newest_of_units(search: _Search, position: tuple[datetime, str] | None,
 
 
 def _recent(search: _Search, position: tuple[datetime, str] | None) -> Any:
-    """The (id, at) of the newest RECENT_SCAN entries free text is first looked for in,
-    newest first: from the unit rows for a unit administrator, else from the entries in
-    scope. Only the two columns, so PostgreSQL reads and orders them from an index."""
+    """The (id, at) of the newest RECENT_SCAN entries free text is first looked for in:
+    from the unit rows for a unit administrator, else from the entries in scope. Only
+    the two columns, so PostgreSQL reads and orders them from an index."""
     if search.units is not None:
-        newest = _newest_of_units(search, position, RECENT_SCAN)
-        return select(newest.c.id, newest.c.at).order_by(newest.c.at.desc(), newest.c.id.desc())
+        return _newest_of_units(search, position, RECENT_SCAN)
     return (_entries_in_scope(search, position, AuditEntry.id, AuditEntry.at)
-            .order_by(AuditEntry.at.desc(), AuditEntry.id.desc()).limit(RECENT_SCAN))
+            .order_by(AuditEntry.at.desc(), AuditEntry.id.desc())
+            .limit(RECENT_SCAN).subquery("recent"))
 
 
 def _entry_rows(session: Session, search: _Search, position: tuple[datetime, str] | None,
@@ -347,20 +347,26 @@ def _entry_rows(session: Session, search: _Search, position: tuple[datetime, str
     thousands of entries); a rare one is best found through them. Left to guess which,
     PostgreSQL read 30,000 entries for one page, or sorted thousands. So: look among
     the newest RECENT_SCAN entries the reader could see (a bounded read), and only if
-    they hold less than a page, ask the indexes about the entries older than those.
+    they hold less than a page, ask the indexes about the older ones.
     """
     query = _entries_in_scope(search, position)
     if search.text is None:
         return _newest(session, query, wanted)
-    recent = session.execute(_recent(search, position)).all()
-    rows = _newest(session, select(AuditEntry).where(
-        AuditEntry.id.in_([entry_id for entry_id, _ in recent]), search.visible,
-        *search.filters, _matches(search.text, indexed=False)), wanted) if recent else []
-    if len(rows) >= wanted or len(recent) < RECENT_SCAN:  # full, or that was all there is
+    recent = _recent(search, position)
+    rows = list(session.execute(
+        select(AuditEntry).join(recent, AuditEntry.id == recent.c.id)
+        .where(search.visible, *search.filters, _matches(search.text, indexed=False))
+        .options(lazyload(AuditEntry.units))
+        .order_by(recent.c.at.desc(), recent.c.id.desc()).limit(wanted)).scalars())
+    if len(rows) >= wanted:
         return rows
-    oldest_id, oldest_at = recent[-1]
-    older = query.where(_older_than((as_utc(oldest_at), oldest_id), AuditEntry.at,
-                                    AuditEntry.id), _matches(search.text))
+    edge = session.execute(
+        select(recent.c.at, recent.c.id, func.count().over().label("scanned"))
+        .order_by(recent.c.at, recent.c.id).limit(1)).first()
+    if edge is None or edge.scanned < RECENT_SCAN:  # that was all there is
+        return rows
+    older = query.where(_older_than((as_utc(edge.at), edge.id), AuditEntry.at, AuditEntry.id),
+                        _matches(search.text))
     return rows + _newest(session, older, wanted - len(rows))
 
 
