@@ -55,7 +55,7 @@ from typing import Any
 
 from chancery_audit import handlers
 from chancery_audit.handlers import EntryFilter
-from chancery_audit.model import PLATFORM_LOG, log_key
+from chancery_audit.model import PLATFORM_LOG, log_key, searchable_text
 from chancery_audit.service import AuditService
 from chancery_shared.auth.tokens import OPERATOR, Principal
 from chancery_shared.messaging.envelope import isoformat
@@ -89,9 +89,9 @@ UNITS_PER_ACCOUNT = 5
 OPERATORS = 6
 YEARS = 2
 PLATFORM = "platform"
-AUDIT_TABLES = ("audit_logs", "audit_entries", "audit_entry_units")
+AUDIT_TABLES = ("audit_logs", "audit_entries", "audit_entry_units", "audit_entry_texts")
 #: The big tables, loaded without their indexes and constraints (restored afterwards).
-BULK_TABLES = ("audit_entries", "audit_entry_units")
+BULK_TABLES = ("audit_entries", "audit_entry_units", "audit_entry_texts")
 
 # --- the world the entries describe --------------------------------------------------
 
@@ -626,21 +626,31 @@ def generate(plan: Plan, world: World, out: Any) -> None:
                            [world.accounts[i] for i in plan.accounts], plan.platform_share)
         columns = plan.columns
         slice_length = plan.span // plan.slices + 1
-        current, lines, unit_lines = 0, [], []
+        current, lines, unit_lines, text_lines = 0, [], [], []
+
+        def send() -> None:
+            out.put(("slice", "".join(lines).encode(), "".join(unit_lines).encode(),
+                     "".join(text_lines).encode()))
+            for chunk in (lines, unit_lines, text_lines):
+                chunk.clear()
+
         for at in timestamps(plan.count, rng, plan.start, plan.span):
             index = (at - plan.start) // timedelta(microseconds=slice_length)
             while index > current:
-                out.put(("slice", "".join(lines).encode(), "".join(unit_lines).encode()))
-                current, lines, unit_lines = current + 1, [], []
+                send()
+                current += 1
             values, units = maker.entry(at)
             lines.append("\t".join([copy_text(values[c]) for c in columns]) + "\n")
             for unit_id in units:
                 unit_lines.append(f"{values['id']}\t{unit_id}\t{copy_text(values['at'])}\t"
                                   f"{copy_text(values['account_id'])}\t"
                                   f"{copy_text(values['action'])}\n")
+            text = searchable_text(values["description"], values["user_name"], values["target"])
+            text_lines.append(f"{values['id']}\t{copy_text(values['account_id'])}\t"
+                              f"{copy_text(values['at'])}\t{copy_text(text)}\n")
         while current < plan.slices:
-            out.put(("slice", "".join(lines).encode(), "".join(unit_lines).encode()))
-            current, lines, unit_lines = current + 1, [], []
+            send()
+            current += 1
         orders = {i: world.accounts[i].orders for i in plan.accounts}
         entries = {i: world.accounts[i].entries for i in plan.accounts}
         out.put(("done", maker.logs, orders, entries))
@@ -722,6 +732,7 @@ def seed(url: str, count: int, workers: int, rng: random.Random,
         for process in processes:
             process.start()
         unit_chunks: list[bytes] = []
+        text_chunks: list[bytes] = []
         copied = 0
         last_say = started
         try:
@@ -742,10 +753,11 @@ def seed(url: str, count: int, workers: int, rng: random.Random,
                           "WITH (FREEZE)") as copy:
                 for _ in range(work[0].slices):
                     for queue, process in zip(queues, processes, strict=True):
-                        _, entries_text, units_text = receive(queue, process)
+                        _, entries_text, units_text, texts_text = receive(queue, process)
                         copy.write(entries_text)
                         copied += entries_text.count(b"\n")
                         unit_chunks.append(units_text)
+                        text_chunks.append(texts_text)
                     if time.monotonic() - last_say > 15:
                         last_say = time.monotonic()
                         say(f"{copied:,} entries in {last_say - started:.0f}s")
@@ -770,11 +782,16 @@ def seed(url: str, count: int, workers: int, rng: random.Random,
                 copy.write(chunk)
         unit_rows = sum(chunk.count(b"\n") for chunk in unit_chunks)
         del unit_chunks
+        with cur.copy("COPY audit_entry_texts (entry_id, account_id, at, text) "
+                      "FROM STDIN WITH (FREEZE)") as copy:
+            for chunk in text_chunks:
+                copy.write(chunk)
+        del text_chunks
         with cur.copy(f"COPY audit_logs ({', '.join(log_columns)}) FROM STDIN "
                       "WITH (FREEZE)") as copy:
             for log in logs.values():
                 copy.write_row([log[c] for c in log_columns])
-        seconds["copy_units_and_logs"] = time.monotonic() - started
+        seconds["copy_units_texts_and_logs"] = time.monotonic() - started
         say(f"{copied:,} entries, {unit_rows:,} unit rows, {len(logs)} logs copied; "
             "restoring keys and indexes")
         started = time.monotonic()

@@ -24,6 +24,10 @@ def upgrade(script_location: Path, engine: Engine, revision: str = "head") -> No
     command.upgrade(_config(script_location, engine), revision)
 
 
+def downgrade(script_location: Path, engine: Engine, revision: str) -> None:
+    command.downgrade(_config(script_location, engine), revision)
+
+
 def autogenerate(script_location: Path, engine: Engine, message: str) -> None:
     """Write a new revision from the difference between the models and ``engine``."""
     command.revision(_config(script_location, engine), message=message, autogenerate=True)

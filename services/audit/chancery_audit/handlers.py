@@ -28,7 +28,14 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, lazyload
 
-from chancery_audit.model import AuditEntry, AuditEntryUnit, AuditLog, as_utc, log_key
+from chancery_audit.model import (
+    AuditEntry,
+    AuditEntryText,
+    AuditEntryUnit,
+    AuditLog,
+    as_utc,
+    log_key,
+)
 
 READ_PERMISSION = "read_audit_log"
 READERS = ("admin", "unit_admin", OPERATOR)
@@ -142,7 +149,7 @@ class Page:
 
 
 #: Free text first looks among the newest RECENT_SCAN entries the reader could see, read
-#: newest first through the time indexes, and asks the trigram indexes about the older
+#: newest first through the time indexes, and asks the trigram index about the older
 #: rest only when those hold less than a page. See ``_entry_rows``.
 RECENT_SCAN = 1_000
 
@@ -229,17 +236,16 @@ def _prepare(principal: Principal, wanted: EntryFilter) -> _Search:
 
 
 def _matches(text: str, *, indexed: bool = True) -> ColumnElement[bool]:
-    """``text`` in the description, the user's name or the target, any case.
+    """``text`` in the description, the user's name or the target, any case: in the
+    entry's searchable text (``AuditEntryText``), which joins the three.
 
-    ``indexed=False`` says the same in a form the trigram indexes cannot answer, for
-    when only a few known entries are to be checked: given the choice, PostgreSQL
-    answered "these 5,000 entries that contain 'expired'" by finding every entry that
-    contains it (15,000, read from disk) and joining, instead of looking at the 5,000.
+    ``indexed=False`` says the same in a form the trigram index cannot answer, for when
+    only a few known entries are to be checked: given the choice, PostgreSQL answered
+    "these 1,000 entries that contain 'expired'" by finding every entry that contains
+    it (15,000) and joining, instead of looking at the 1,000.
     """
-    columns = (AuditEntry.description, AuditEntry.user_name, AuditEntry.target)
-    if not indexed:
-        columns = tuple(func.coalesce(column, "") for column in columns)  # type: ignore[misc]
-    return or_(*(column.icontains(text, autoescape=True) for column in columns))
+    column: Any = AuditEntryText.text if indexed else func.coalesce(AuditEntryText.text, "")
+    return column.icontains(text, autoescape=True)
 
 
 def _cursor_of(entry: AuditEntry) -> str:
@@ -343,11 +349,11 @@ def _entry_rows(session: Session, search: _Search, position: tuple[datetime, str
     """Up to ``wanted`` entries newest first, read through the entries' indexes.
 
     Free text is applied in two steps. A common word is found among the newest entries
-    at once, while the trigram indexes answer it slowly (its trigrams are in tens of
-    thousands of entries); a rare one is best found through them. Left to guess which,
-    PostgreSQL read 30,000 entries for one page, or sorted thousands. So: look among
-    the newest RECENT_SCAN entries the reader could see (a bounded read), and only if
-    they hold less than a page, ask the indexes about the older ones.
+    at once, while the trigram index answers it slowly (its trigrams are in tens of
+    thousands of entries); a rare one is best found through the index. Left to guess
+    which, PostgreSQL read 30,000 entries for one page, or sorted thousands. So: look
+    among the newest RECENT_SCAN entries the reader could see (a bounded read), and only
+    if they hold less than a page, ask the index about the older ones (``_older_matches``).
     """
     query = _entries_in_scope(search, position)
     if search.text is None:
@@ -355,6 +361,7 @@ def _entry_rows(session: Session, search: _Search, position: tuple[datetime, str
     recent = _recent(search, position)
     rows = list(session.execute(
         select(AuditEntry).join(recent, AuditEntry.id == recent.c.id)
+        .join(AuditEntryText, AuditEntryText.entry_id == recent.c.id)
         .where(search.visible, *search.filters, _matches(search.text, indexed=False))
         .options(lazyload(AuditEntry.units))
         .order_by(recent.c.at.desc(), recent.c.id.desc()).limit(wanted)).scalars())
@@ -365,9 +372,31 @@ def _entry_rows(session: Session, search: _Search, position: tuple[datetime, str
         .order_by(recent.c.at, recent.c.id).limit(1)).first()
     if edge is None or edge.scanned < RECENT_SCAN:  # that was all there is
         return rows
-    older = query.where(_older_than((as_utc(edge.at), edge.id), AuditEntry.at, AuditEntry.id),
-                        _matches(search.text))
-    return rows + _newest(session, older, wanted - len(rows))
+    return rows + _older_matches(session, search, (as_utc(edge.at), edge.id),
+                                 wanted - len(rows))
+
+
+def _older_matches(session: Session, search: _Search, edge: tuple[datetime, str],
+                   wanted: int) -> list[AuditEntry]:
+    """Free text's second step: the newest ``wanted`` matching entries older than
+    ``edge``, found through the trigram index of the narrow text rows (in the reader's
+    account, time range and past the edge, all checked there) and only then joined to
+    the entries for the rest of the search. The text rows have no time index on purpose:
+    with one, PostgreSQL walked it checking every row for the word."""
+    text = AuditEntryText
+    candidates = select(text.entry_id.label("id"), text.at).where(
+        _matches(search.text or ""), *_between(text.at, search.start, search.end),
+        _older_than(edge, text.at, text.entry_id))
+    if search.account_id is not None:
+        candidates = candidates.where(text.account_id == search.account_id)
+    found = candidates.subquery("found")
+    query = (select(AuditEntry).join(found, AuditEntry.id == found.c.id)
+             .where(search.visible, *search.filters))
+    if search.action:
+        query = query.where(_action_is(search.action, AuditEntry.action))
+    return list(session.execute(
+        query.options(lazyload(AuditEntry.units))
+        .order_by(found.c.at.desc(), found.c.id.desc()).limit(wanted)).scalars())
 
 
 def _units_rows(session: Session, search: _Search, position: tuple[datetime, str] | None,

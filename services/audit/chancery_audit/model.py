@@ -112,11 +112,6 @@ class AuditEntry(Base):
         Index("ix_audit_entries_subject_type_at", "subject_type", "at", "id"),
         Index("ix_audit_entries_account_subject_type_at", "account_id", "subject_type", "at",
               "id"),
-        # free text (q) is ILIKE '%…%': trigram indexes let PostgreSQL find the few
-        # matching rows instead of reading the log (SQLite scans; it holds small logs)
-        *[Index(f"ix_audit_entries_{column}_trgm", column, postgresql_using="gin",
-                postgresql_ops={column: "gin_trgm_ops"}).ddl_if(dialect="postgresql")
-          for column in ("description", "user_name", "target")],
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
@@ -144,6 +139,7 @@ class AuditEntry(Base):
     log: Mapped[AuditLog] = relationship(lazy="raise")
     units: Mapped[list[AuditEntryUnit]] = relationship(
         lazy="selectin", cascade="all, delete-orphan", order_by="AuditEntryUnit.unit_id")
+    searchable: Mapped[AuditEntryText] = relationship(lazy="raise", cascade="all, delete-orphan")
 
     @classmethod
     def from_envelope(cls, envelope: Envelope, *, log: AuditLog,
@@ -165,6 +161,9 @@ class AuditEntry(Base):
         entry.units = [AuditEntryUnit(unit_id=unit_id, at=entry.at, account_id=entry.account_id,
                                       action=entry.action)
                        for unit_id in sorted(set(unit_ids))]
+        entry.searchable = AuditEntryText(at=entry.at, account_id=entry.account_id,
+                                          text=searchable_text(entry.description,
+                                                               entry.user_name, entry.target))
         entry.log_key = log.key
         log.append(entry)
         return entry
@@ -196,6 +195,46 @@ class AuditEntryUnit(Base):
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     account_id: Mapped[str | None] = mapped_column(String)
     action: Mapped[str] = mapped_column(String)
+
+
+#: Joins the searchable fields in ``AuditEntryText.text``. Free text may not contain it
+#: (``schemas.py`` refuses control characters), so a match never spans two fields.
+FIELD_SEPARATOR = "\x1f"
+
+
+def searchable_text(description: str | None, user_name: str | None, target: str | None) -> str:
+    """What free text is matched against: the description, the user's name and the
+    target, one after the other. ``SEARCHABLE_TEXT_SQL`` says the same in SQL."""
+    return FIELD_SEPARATOR.join((description or "", user_name or "", target or ""))
+
+
+#: ``searchable_text`` of an ``audit_entries`` row, in SQL (migration, bulk loads).
+SEARCHABLE_TEXT_SQL = ("coalesce(description, '') || chr(31) || coalesce(user_name, '') "
+                       "|| chr(31) || coalesce(target, '')")
+
+
+class AuditEntryText(Base):
+    """An entry's free-text fields in a narrow row of their own, for free-text search.
+
+    The fields are also on the entry; they are copied here because matching ``%word%``
+    through a trigram index means rechecking every candidate row the index returns, and
+    an entry row (with its whole message) is some ten times wider than this one: a rare
+    word made of common trigrams made PostgreSQL recheck tens of thousands of entries.
+    One trigram index over the joined fields serves the three at once.
+    """
+
+    __tablename__ = "audit_entry_texts"
+    __table_args__ = (
+        Index("ix_audit_entry_texts_text_trgm", "text", postgresql_using="gin",
+              postgresql_ops={"text": "gin_trgm_ops"}).ddl_if(dialect="postgresql"),
+    )
+
+    entry_id: Mapped[str] = mapped_column(ForeignKey("audit_entries.id", ondelete="CASCADE"),
+                                          primary_key=True)
+    # copies of the entry's: a match is narrowed to an account and ordered by time here
+    account_id: Mapped[str | None] = mapped_column(String)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    text: Mapped[str] = mapped_column(Text)
 
 
 class AuditSigningKey(Base):

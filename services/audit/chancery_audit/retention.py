@@ -21,7 +21,7 @@ from sqlalchemy import delete, func, select
 
 from chancery_audit.checkpoints import CheckpointSigner, sign_checkpoint
 from chancery_audit.handlers import record_entry
-from chancery_audit.model import AuditEntry, AuditEntryUnit, AuditLog, as_utc
+from chancery_audit.model import AuditEntry, AuditEntryText, AuditEntryUnit, AuditLog, as_utc
 
 #: Nothing younger than this may be purged.
 MINIMUM_RETENTION = timedelta(days=730)
@@ -68,8 +68,8 @@ def purge(uow_factory, signer: CheckpointSigner, context: Context, *, before: da
                 AuditEntry.log_key == key, AuditEntry.sequence == through)).scalar_one()
             doomed = select(AuditEntry.id).where(AuditEntry.log_key == key,
                                                  AuditEntry.sequence <= through)
-            uow.session.execute(delete(AuditEntryUnit).where(
-                AuditEntryUnit.entry_id.in_(doomed)))
+            for dependent in (AuditEntryUnit, AuditEntryText):
+                uow.session.execute(delete(dependent).where(dependent.entry_id.in_(doomed)))
             removed = uow.session.execute(delete(AuditEntry).where(
                 AuditEntry.log_key == key, AuditEntry.sequence <= through)).rowcount
             audit_log.first_sequence, audit_log.anchor_hash = through + 1, anchor

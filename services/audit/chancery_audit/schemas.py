@@ -31,9 +31,11 @@ class EntryFilterArgs(Schema):
     action = fields.String(validate=validate.Length(max=200), metadata={
         "description": "message type, or its leading parts: `orders.order` is every order "
                        "event, `orders` everything orders did"})
-    q = fields.String(validate=validate.Length(max=200), metadata={
-        "description": "text in the description, the user's name or the target "
-                       "(case-insensitive)"})
+    q = fields.String(validate=[
+        validate.Length(max=200),
+        validate.Regexp(r"^[^\x00-\x1f\x7f]*$", error="must not contain control characters"),
+    ], metadata={"description": "text in the description, the user's name or the target "
+                                "(case-insensitive)"})
     target = fields.String(validate=validate.Length(max=300), metadata={
         "description": "`<type>:<id>` (e.g. `order:7f3…`), or a type alone (`order`)"})
     account_id = fields.String(validate=validate.Length(max=200), metadata={

@@ -36,9 +36,51 @@ def migrated_database(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def audit(tmp_path, tokens, migrated_database) -> Iterator[AuditService]:
+def sqlite_audit(tmp_path, tokens, migrated_database) -> Iterator[AuditService]:
+    """The audit service on its own migrated SQLite file."""
     shutil.copyfile(migrated_database, tmp_path / migrated_database.name)
     service = AuditService(make_runtime(tmp_path, tokens))
+    yield service
+    service.dispose()
+
+
+@pytest.fixture
+def audit(sqlite_audit) -> AuditService:
+    """The service under test: on SQLite, unless a module overrides this with ``pg_audit``."""
+    return sqlite_audit
+
+
+@pytest.fixture(scope="session")
+def pg_audit_url(request) -> Iterator[str]:
+    """The audit database of the test stack's PostgreSQL, emptied of every table (so the
+    first test migrates it from nothing) and dropped again at the end."""
+    from chancery_audit.model import metadata
+    from sqlalchemy import create_engine, text
+
+    url = request.getfixturevalue("infrastructure")["CHANCERY_AUDIT_DATABASE_URL"]
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+
+    def wipe() -> None:
+        with engine.begin() as connection:
+            metadata.drop_all(connection)
+            connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
+
+    wipe()
+    yield url
+    wipe()
+    engine.dispose()
+
+
+@pytest.fixture
+def pg_audit(pg_audit_url, tmp_path, tokens) -> Iterator[AuditService]:
+    """The audit service on PostgreSQL, migrated, every table empty."""
+    from chancery_audit.model import metadata
+    from sqlalchemy import text
+
+    service = AuditService(make_runtime(tmp_path, tokens, CHANCERY_AUDIT_DATABASE_URL=pg_audit_url))
+    service.migrate()  # from nothing the first time, then a no-op
+    with service.engine.begin() as connection:
+        connection.execute(text(f"TRUNCATE {', '.join(metadata.tables)} CASCADE"))
     yield service
     service.dispose()
 

@@ -9,36 +9,14 @@ from __future__ import annotations
 import threading
 
 import pytest
-from chancery_audit.model import log_key, metadata
-from chancery_audit.service import AUDIT_QUEUE, AuditService
+from chancery_audit.model import log_key
+from chancery_audit.service import AUDIT_QUEUE
 from chancery_audit.verify import verify_logs
 from chancery_shared.messaging.consumer import MessageConsumer
 from chancery_shared.messaging.envelope import Actor, Context, new_envelope
-from chancery_shared.testing import make_runtime
-from sqlalchemy import create_engine, text
 
 ACCOUNTS = ("acct-" + "c" * 31, "acct-" + "d" * 31)
 CONSUMERS, PER_CONSUMER = 4, 30
-
-
-@pytest.fixture
-def pg_audit(request, tmp_path):
-    env = request.getfixturevalue("infrastructure")
-    url = env["CHANCERY_AUDIT_DATABASE_URL"]
-    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
-
-    def wipe():
-        with engine.begin() as connection:
-            metadata.drop_all(connection)
-            connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
-
-    wipe()
-    service = AuditService(make_runtime(tmp_path, CHANCERY_AUDIT_DATABASE_URL=url))
-    service.migrate()
-    yield service
-    service.dispose()
-    wipe()
-    engine.dispose()
 
 
 def message(account_id: str, n: int):

@@ -1,5 +1,5 @@
 """Free text is looked for among the newest entries first, then through the trigram
-indexes in the older rest: wherever that boundary falls (RECENT_SCAN, made small here),
+index in the older rest: wherever that boundary falls (RECENT_SCAN, made small here),
 a search returns every matching entry once, newest first, across pages, for every
 kind of reader; and a unit administrator's plain filters read the units' own rows."""
 
@@ -31,6 +31,14 @@ def pages(client, headers, limit: int, **params: str) -> list[str]:
         if cursor is None:
             return seen
     raise AssertionError("the pages never ended")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.distributed)])
+def audit(request):
+    """Each test on SQLite and on PostgreSQL, where the trigram index answers the older
+    rest (the queries differ: SQLite has no such index and scans)."""
+    return request.getfixturevalue({"sqlite": "sqlite_audit", "postgresql": "pg_audit"}[
+        request.param])
 
 
 @pytest.fixture(params=[1, 2, 3, 7, 5_000], ids=lambda n: f"scan{n}")
