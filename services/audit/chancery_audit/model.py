@@ -204,13 +204,8 @@ FIELD_SEPARATOR = "\x1f"
 
 def searchable_text(description: str | None, user_name: str | None, target: str | None) -> str:
     """What free text is matched against: the description, the user's name and the
-    target, one after the other. ``SEARCHABLE_TEXT_SQL`` says the same in SQL."""
+    target, one after the other (the migration that made the table says it in SQL)."""
     return FIELD_SEPARATOR.join((description or "", user_name or "", target or ""))
-
-
-#: ``searchable_text`` of an ``audit_entries`` row, in SQL (migration, bulk loads).
-SEARCHABLE_TEXT_SQL = ("coalesce(description, '') || chr(31) || coalesce(user_name, '') "
-                       "|| chr(31) || coalesce(target, '')")
 
 
 class AuditEntryText(Base):
