@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PACKAGES := shared deploy services/identity services/orders services/ca-signer services/ledger services/audit
 STAMP := $(VENV)/.chancery-installed
 
-.PHONY: help venv system-packages run up down status test test-unit test-e2e lint compose lock clean bench-crl bench-signer bench-ledger bench-audit chaos bench
+.PHONY: help venv system-packages run up down status test test-unit test-e2e lint compose lock clean bench-crl bench-signer bench-ledger bench-audit bench-relay chaos bench
 
 help:
 	@echo "make run     - embedded Chancery on http://127.0.0.1:$${CHANCERY_PORT:-8080} (SQLite, in-memory bus)"
@@ -68,6 +68,12 @@ bench-audit: venv system-packages
 # (started on a free port for the run, stopped at the end) and SQLite; about a minute.
 bench-ledger: venv system-packages
 	$(BIN)/python services/ledger/bench_ledger.py
+
+# Outbox relay messages/s and CPU per message, one broker confirm per message (the old path)
+# against one wait per batch, in the same run, on RabbitMQ and PostgreSQL started on free
+# ports for the run (stopped at the end); 5,000 messages a run, about 1-2 minutes.
+bench-relay: venv system-packages
+	$(BIN)/python shared/bench_relay.py
 
 # Fault runs on their own distributed stack: 500 orders while RabbitMQ, a signer worker,
 # PostgreSQL and the orders relay are killed and restarted; also part of `make test`.

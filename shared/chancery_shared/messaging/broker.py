@@ -9,14 +9,19 @@ def is_memory(url: str) -> bool:
     return url.startswith("memory://")
 
 
-def connect(url: str) -> Connection:
+def connect(url: str, *, confirm_each_publish: bool = True) -> Connection:
     """A new connection with the options our delivery guarantees need.
 
     On RabbitMQ: publisher confirms (``publish`` returns only once the broker has the
     message) and heartbeats. In memory: a short polling interval, so a hop through the
     bus takes milliseconds instead of kombu's default second.
+
+    ``confirm_each_publish=False`` (the outbox relay) leaves the channels out of confirm
+    mode and ``publish`` without its wait: the caller selects confirm mode itself and
+    waits once for the confirms of a whole batch (``relay.ConfirmedPublisher``).
     """
     if is_memory(url):
         return Connection(url, transport_options={"polling_interval": 0.005})
-    return Connection(url, heartbeat=30, transport_options={"confirm_publish": True},
+    return Connection(url, heartbeat=30,
+                      transport_options={"confirm_publish": confirm_each_publish},
                       connect_timeout=10)
