@@ -55,7 +55,7 @@ from typing import Any
 
 from chancery_audit import handlers
 from chancery_audit.handlers import EntryFilter
-from chancery_audit.model import PLATFORM_LOG, log_key, searchable_text
+from chancery_audit.model import HEAD_CHARS, PLATFORM_LOG, log_key, searchable_text
 from chancery_audit.service import AuditService
 from chancery_shared.auth.tokens import OPERATOR, Principal
 from chancery_shared.messaging.envelope import isoformat
@@ -647,7 +647,10 @@ def generate(plan: Plan, world: World, out: Any) -> None:
                                   f"{copy_text(values['action'])}\n")
             text = searchable_text(values["description"], values["user_name"], values["target"])
             text_lines.append(f"{values['id']}\t{copy_text(values['account_id'])}\t"
-                              f"{copy_text(values['at'])}\t{copy_text(text)}\n")
+                              f"{{{','.join(sorted(set(units)))}}}\t"
+                              f"{copy_text(values['at'])}\t{copy_text(text)}\t"
+                              f"{copy_text(text[:HEAD_CHARS])}\t"
+                              f"{'t' if len(text) <= HEAD_CHARS else 'f'}\n")
         while current < plan.slices:
             send()
             current += 1
@@ -782,7 +785,8 @@ def seed(url: str, count: int, workers: int, rng: random.Random,
                 copy.write(chunk)
         unit_rows = sum(chunk.count(b"\n") for chunk in unit_chunks)
         del unit_chunks
-        with cur.copy("COPY audit_entry_texts (entry_id, account_id, at, text) "
+        with cur.copy("COPY audit_entry_texts (entry_id, account_id, unit_ids, at, text, "
+                      "head, complete) "
                       "FROM STDIN WITH (FREEZE)") as copy:
             for chunk in text_chunks:
                 copy.write(chunk)
@@ -1244,7 +1248,8 @@ def database_sizes(service: AuditService) -> str:
         rows = connection.exec_driver_sql(
             "SELECT relname, pg_size_pretty(pg_table_size(oid)), "
             "pg_size_pretty(pg_indexes_size(oid)) FROM pg_class "
-            "WHERE relname IN ('audit_entries', 'audit_entry_units') ORDER BY relname").all()
+            "WHERE relname = ANY(%(tables)s) ORDER BY relname",
+            {"tables": list(BULK_TABLES)}).all()
     return "; ".join(f"{name} {heap} + indexes {indexes}" for name, heap, indexes in rows)
 
 

@@ -23,7 +23,19 @@ from chancery_shared.messaging.envelope import Envelope, isoformat, utcnow
 from chancery_shared.messaging.unit_of_work import UnitOfWork
 from chancery_shared.web.pagination import decode_cursor, encode_cursor
 from chancery_shared.web.problems import Forbidden, InvalidField, NotFound
-from sqlalchemy import ColumnElement, and_, exists, false, func, or_, select, true, union_all
+from sqlalchemy import (
+    ColumnElement,
+    String,
+    and_,
+    exists,
+    false,
+    func,
+    or_,
+    select,
+    true,
+    union_all,
+)
+from sqlalchemy.dialects.postgresql import array as postgresql_array
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, lazyload
@@ -149,9 +161,14 @@ class Page:
 
 
 #: Free text first looks among the newest RECENT_SCAN entries the reader could see, read
-#: newest first through the time indexes, and asks the trigram index about the older
-#: rest only when those hold less than a page. See ``_entry_rows``.
+#: newest first through the time indexes; if the word was there but less than a page of
+#: it, among as many more as should hold the rest, at most WIDER_SCAN; and only then asks
+#: the trigram index about the older rest. See ``_entry_rows``.
 RECENT_SCAN = 1_000
+WIDER_SCAN = 5_000
+#: … and how many more where the newest are read from the text rows' time indexes alone
+#: (some microseconds each, where the entries or unit rows cost ten or more)
+WIDER_SCAN_OF_TEXT_ROWS = 20_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,6 +195,19 @@ class _Search:
     def by_unit_rows(self) -> bool:
         """Read unit by unit: a unit administrator narrowing by time and action only."""
         return self.units is not None and not self.filters and self.text is None
+
+    @property
+    def by_text_rows(self) -> bool:
+        """Free text's newest entries read from the text rows' own time indexes: nothing
+        asked of the entry itself, and not a unit administrator."""
+        return self.units is None and not self.filters and self.action is None
+
+    @property
+    def visible_from_unit_rows(self) -> ColumnElement[bool]:
+        """``visible`` for entries reached from the reader's own unit rows: only the
+        account is left to check (as ``exists`` again, PostgreSQL hashed all the units'
+        rows for every page)."""
+        return AuditEntry.account_id == self.account_id
 
 
 def _visible_to(principal: Principal) -> ColumnElement[bool]:
@@ -217,12 +247,16 @@ def _prepare(principal: Principal, wanted: EntryFilter) -> _Search:
     visible = _visible_to(principal)
     units: tuple[str, ...] | None = None
     account_id = wanted.account_id
-    if principal.role == "unit_admin":
-        # none: ``visible`` is already false, and the entries' path finds nothing
-        units = tuple(sorted(set(principal.unit_ids))) or None
+    if principal.role != OPERATOR:
+        # the reader's own account, also where ``visible`` is not what narrows a query
+        # (the unit rows, free text's text rows)
         if account_id is not None and account_id != principal.account_id:
             visible = false()
         account_id = principal.account_id
+    if principal.role == "unit_admin" and account_id == (wanted.account_id or account_id):
+        # none (or another account asked for): ``visible`` is false, and the entries'
+        # path finds nothing
+        units = tuple(sorted(set(principal.unit_ids))) or None
     filters: list[ColumnElement[bool]] = []
     if wanted.user_id is not None:
         filters.append(AuditEntry.user_id == wanted.user_id)
@@ -235,17 +269,10 @@ def _prepare(principal: Principal, wanted: EntryFilter) -> _Search:
                    wanted.action or None, wanted.text or None, units)
 
 
-def _matches(text: str, *, indexed: bool = True) -> ColumnElement[bool]:
+def _matches(text: str) -> ColumnElement[bool]:
     """``text`` in the description, the user's name or the target, any case: in the
-    entry's searchable text (``AuditEntryText``), which joins the three.
-
-    ``indexed=False`` says the same in a form the trigram index cannot answer, for when
-    only a few known entries are to be checked: given the choice, PostgreSQL answered
-    "these 1,000 entries that contain 'expired'" by finding every entry that contains
-    it (15,000) and joining, instead of looking at the 1,000.
-    """
-    column: Any = AuditEntryText.text if indexed else func.coalesce(AuditEntryText.text, "")
-    return column.icontains(text, autoescape=True)
+    entry's searchable text (``AuditEntryText``), which joins the three."""
+    return AuditEntryText.text.icontains(text, autoescape=True)
 
 
 def _cursor_of(entry: AuditEntry) -> str:
@@ -333,69 +360,119 @@ def _newest_of_units(search: _Search, position: tuple[datetime, str] | None,
             .order_by(merged.c.at.desc(), merged.c.id.desc()).limit(limit).subquery("newest"))
 
 
-def _recent(search: _Search, position: tuple[datetime, str] | None) -> Any:
-    """The (id, at) of the newest RECENT_SCAN entries free text is first looked for in:
-    from the unit rows for a unit administrator, else from the entries in scope. Only
-    the two columns, so PostgreSQL reads and orders them from an index."""
+def _recent(search: _Search, position: tuple[datetime, str] | None, size: int) -> Any:
+    """The newest ``size`` entries after ``position`` that free text is looked for in,
+    as (id, at, head, complete) rows (see ``AuditEntryText``): for a unit administrator
+    from their unit rows; with nothing asked of the entry itself, from the text rows'
+    (account, time) or (time) index, which holds the head too, so nothing else is read;
+    else from the entries in scope."""
+    text = AuditEntryText
     if search.units is not None:
-        return _newest_of_units(search, position, RECENT_SCAN)
-    return (_entries_in_scope(search, position, AuditEntry.id, AuditEntry.at)
-            .order_by(AuditEntry.at.desc(), AuditEntry.id.desc())
-            .limit(RECENT_SCAN).subquery("recent"))
+        newest = _newest_of_units(search, position, size)
+    elif search.by_text_rows:
+        query = select(text.entry_id.label("id"), text.at, text.head, text.complete).where(
+            *_between(text.at, search.start, search.end))
+        if search.account_id is not None:
+            query = query.where(text.account_id == search.account_id)
+        if position is not None:
+            query = query.where(_older_than(position, text.at, text.entry_id))
+        return (query.order_by(text.at.desc(), text.entry_id.desc()).limit(size)
+                .subquery("recent"))
+    else:
+        newest = (_entries_in_scope(search, position, AuditEntry.id, AuditEntry.at)
+                  .order_by(AuditEntry.at.desc(), AuditEntry.id.desc())
+                  .limit(size).subquery("newest"))
+    # coalesce: the same text, in a form the trigram index cannot serve (see _holds)
+    return (select(newest.c.id, newest.c.at, func.coalesce(text.text, "").label("head"),
+                   true().label("complete"))
+            .join(text, text.entry_id == newest.c.id).subquery("recent"))
+
+
+def _holds(recent: Any, text: str) -> ColumnElement[bool]:
+    """``text`` in a ``_recent`` row: in its head, or (a head cut short) in its whole
+    text, read only for such rows. Written on the subquery's columns, which the trigram
+    index cannot serve: given the choice, PostgreSQL found every entry holding a common
+    word and joined, instead of checking the 1,000."""
+    whole = exists().where(AuditEntryText.entry_id == recent.c.id, _matches(text))
+    return or_(recent.c.head.icontains(text, autoescape=True),
+               and_(recent.c.complete.is_(False), whole))
 
 
 def _entry_rows(session: Session, search: _Search, position: tuple[datetime, str] | None,
                 wanted: int) -> list[AuditEntry]:
     """Up to ``wanted`` entries newest first, read through the entries' indexes.
 
-    Free text is applied in two steps. A common word is found among the newest entries
-    at once, while the trigram index answers it slowly (its trigrams are in tens of
-    thousands of entries); a rare one is best found through the index. Left to guess
-    which, PostgreSQL read 30,000 entries for one page, or sorted thousands. So: look
-    among the newest RECENT_SCAN entries the reader could see (a bounded read), and only
-    if they hold less than a page, ask the index about the older ones (``_older_matches``).
+    Free text is applied in steps. A common word is found among the newest entries at
+    once, while the trigram index answers it slowly (its trigrams are in thousands of
+    entries, each to fetch and check); a rare one is best found through the index. Left
+    to guess which, PostgreSQL read 30,000 entries for one page, or sorted thousands. So:
+    look among the newest RECENT_SCAN entries the reader could see (a bounded read); if
+    the word was there but less than a page of it, among as many more as that rate says
+    should hold the rest (at most WIDER_SCAN); only then ask the index about the older
+    ones (``_older_matches``).
     """
     query = _entries_in_scope(search, position)
     if search.text is None:
         return _newest(session, query, wanted)
-    recent = _recent(search, position)
-    rows = list(session.execute(
-        select(AuditEntry).join(recent, AuditEntry.id == recent.c.id)
-        .join(AuditEntryText, AuditEntryText.entry_id == recent.c.id)
-        .where(search.visible, *search.filters, _matches(search.text, indexed=False))
-        .options(lazyload(AuditEntry.units))
-        .order_by(recent.c.at.desc(), recent.c.id.desc()).limit(wanted)).scalars())
-    if len(rows) >= wanted:
-        return rows
-    edge = session.execute(
-        select(recent.c.at, recent.c.id, func.count().over().label("scanned"))
-        .order_by(recent.c.at, recent.c.id).limit(1)).first()
-    if edge is None or edge.scanned < RECENT_SCAN:  # that was all there is
-        return rows
-    return rows + _older_matches(session, search, (as_utc(edge.at), edge.id),
-                                 wanted - len(rows))
+    visible = search.visible_from_unit_rows if search.units is not None else search.visible
+    rows: list[AuditEntry] = []
+    size, scanned = RECENT_SCAN, 0
+    while True:
+        recent = _recent(search, position, size)
+        rows += session.execute(
+            select(AuditEntry).join(recent, AuditEntry.id == recent.c.id)
+            .where(_holds(recent, search.text), visible, *search.filters)
+            .options(lazyload(AuditEntry.units))
+            .order_by(recent.c.at.desc(), recent.c.id.desc()).limit(wanted - len(rows))
+        ).scalars().all()
+        if len(rows) >= wanted:
+            return rows
+        edge = session.execute(
+            select(recent.c.at, recent.c.id, func.count().over().label("scanned"))
+            .order_by(recent.c.at, recent.c.id).limit(1)).first()
+        if edge is None or edge.scanned < size:  # that was all there is
+            return rows
+        position, scanned = (as_utc(edge.at), edge.id), scanned + size
+        if not rows or size != RECENT_SCAN:
+            break
+        # as many more as should hold the rest at the rate seen so far, twice over
+        size = -(-(wanted - len(rows)) * scanned * 2 // len(rows))
+        if size > (WIDER_SCAN_OF_TEXT_ROWS if search.by_text_rows else WIDER_SCAN):
+            break
+    return rows + _older_matches(session, search, position, wanted - len(rows))
 
 
 def _older_matches(session: Session, search: _Search, edge: tuple[datetime, str],
                    wanted: int) -> list[AuditEntry]:
-    """Free text's second step: the newest ``wanted`` matching entries older than
-    ``edge``, found through the trigram index of the narrow text rows (in the reader's
-    account, time range and past the edge, all checked there) and only then joined to
-    the entries for the rest of the search. The text rows have no time index on purpose:
-    with one, PostgreSQL walked it checking every row for the word."""
+    """Free text's last step: the newest ``wanted`` matching entries older than ``edge``,
+    found through the GIN index of the narrow text rows (account, units and trigrams)
+    and checked there for time; only the page found is then read from the entries
+    (PostgreSQL, misjudging how many rows hold the word, fetched the entry of every
+    candidate before sorting). A filter on the entry itself (user, target, action) is
+    checked on the entries, so then every candidate is read from them."""
     text = AuditEntryText
     candidates = select(text.entry_id.label("id"), text.at).where(
         _matches(search.text or ""), *_between(text.at, search.start, search.end),
         _older_than(edge, text.at, text.entry_id))
     if search.account_id is not None:
         candidates = candidates.where(text.account_id == search.account_id)
-    found = candidates.subquery("found")
-    query = (select(AuditEntry).join(found, AuditEntry.id == found.c.id)
-             .where(search.visible, *search.filters))
-    if search.action:
-        query = query.where(_action_is(search.action, AuditEntry.action))
+    if search.units is not None:  # PostgreSQL: from the same index; SQLite: the unit rows
+        candidates = candidates.where(
+            text.unit_ids.op("&&")(postgresql_array(search.units, type_=String))
+            if session.get_bind().dialect.name == "postgresql" else
+            exists().where(AuditEntryUnit.entry_id == text.entry_id,
+                           AuditEntryUnit.unit_id.in_(search.units)))
+    on_entries = [*search.filters,
+                  *([_action_is(search.action, AuditEntry.action)] if search.action else [])]
+    # every candidate first (MATERIALIZED): else, asked for the newest few, PostgreSQL
+    # may walk a time index checking each row for the word, through the whole account
+    found: Any = candidates.cte("candidates").prefix_with("MATERIALIZED")
+    if not on_entries:
+        found = (select(found.c.id, found.c.at)
+                 .order_by(found.c.at.desc(), found.c.id.desc()).limit(wanted).subquery("found"))
     return list(session.execute(
-        query.options(lazyload(AuditEntry.units))
+        select(AuditEntry).join(found, AuditEntry.id == found.c.id)
+        .where(search.visible, *on_entries).options(lazyload(AuditEntry.units))
         .order_by(found.c.at.desc(), found.c.id.desc()).limit(wanted)).scalars())
 
 
@@ -407,7 +484,8 @@ def _units_rows(session: Session, search: _Search, position: tuple[datetime, str
     entry of the account to find the few about one unit."""
     newest = _newest_of_units(search, position, wanted)
     return list(session.execute(
-        select(AuditEntry).join(newest, AuditEntry.id == newest.c.id).where(search.visible)
+        select(AuditEntry).join(newest, AuditEntry.id == newest.c.id)
+        .where(search.visible_from_unit_rows)
         .options(lazyload(AuditEntry.units))
         .order_by(newest.c.at.desc(), newest.c.id.desc())).scalars())
 

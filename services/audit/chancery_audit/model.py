@@ -23,7 +23,10 @@ from chancery_shared.db import service_metadata
 from chancery_shared.messaging.envelope import Envelope, utcnow
 from chancery_shared.messaging.tables import MessagingTables
 from sqlalchemy import (
+    ARRAY,
+    JSON,
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -39,6 +42,7 @@ messaging = MessagingTables(metadata)
 
 PLATFORM_LOG = "platform"  # the log of messages that belong to no account
 Position = BigInteger().with_variant(Integer, "sqlite")
+UnitList = ARRAY(String).with_variant(JSON(), "sqlite")
 
 
 def new_id() -> str:
@@ -161,9 +165,7 @@ class AuditEntry(Base):
         entry.units = [AuditEntryUnit(unit_id=unit_id, at=entry.at, account_id=entry.account_id,
                                       action=entry.action)
                        for unit_id in sorted(set(unit_ids))]
-        entry.searchable = AuditEntryText(at=entry.at, account_id=entry.account_id,
-                                          text=searchable_text(entry.description,
-                                                               entry.user_name, entry.target))
+        entry.searchable = AuditEntryText.of(entry)
         entry.log_key = log.key
         log.append(entry)
         return entry
@@ -197,6 +199,10 @@ class AuditEntryUnit(Base):
     action: Mapped[str] = mapped_column(String)
 
 
+#: How much of the searchable text the time indexes hold: 500 characters are at most
+#: 2,000 bytes of UTF-8, within a btree index row's limit with the keys beside them.
+HEAD_CHARS = 500
+
 #: Joins the searchable fields in ``AuditEntryText.text``. Free text may not contain it
 #: (``schemas.py`` refuses control characters), so a match never spans two fields.
 FIELD_SEPARATOR = "\x1f"
@@ -215,21 +221,45 @@ class AuditEntryText(Base):
     through a trigram index means rechecking every candidate row the index returns, and
     an entry row (with its whole message) is some ten times wider than this one: a rare
     word made of common trigrams made PostgreSQL recheck tens of thousands of entries.
-    One trigram index over the joined fields serves the three at once.
+    One index serves the three fields at once: a GIN index of the account (btree_gin),
+    the units (array_ops) and the text's trigrams, so a search within an account or a
+    unit administrator's units gets only those candidates from it, not every entry in
+    the platform holding the word's trigrams.
+
+    The newest entries are read in time order from btree indexes that also hold the
+    text's first HEAD_CHARS characters (``head``), so the first looks among them read no
+    table row at all; ``complete`` says whether the head is the whole text (an index row
+    must stay under PostgreSQL's 2,704 bytes, and a description has no bound).
     """
 
     __tablename__ = "audit_entry_texts"
     __table_args__ = (
-        Index("ix_audit_entry_texts_text_trgm", "text", postgresql_using="gin",
-              postgresql_ops={"text": "gin_trgm_ops"}).ddl_if(dialect="postgresql"),
+        Index("ix_audit_entry_texts_account_units_text", "account_id", "unit_ids", "text",
+              postgresql_using="gin", postgresql_ops={"text": "gin_trgm_ops"}
+              ).ddl_if(dialect="postgresql"),
+        Index("ix_audit_entry_texts_account_at", "account_id", "at", "entry_id",
+              postgresql_include=["head", "complete"]),
+        Index("ix_audit_entry_texts_at", "at", "entry_id",
+              postgresql_include=["head", "complete"]),
     )
 
     entry_id: Mapped[str] = mapped_column(ForeignKey("audit_entries.id", ondelete="CASCADE"),
                                           primary_key=True)
-    # copies of the entry's: a match is narrowed to an account and ordered by time here
+    # copies of the entry's: a match is narrowed to an account (or units) and ordered by
+    # time here; the units are an array on PostgreSQL (JSON on SQLite, which does not
+    # read them: it checks audit_entry_units)
     account_id: Mapped[str | None] = mapped_column(String)
+    unit_ids: Mapped[list[str]] = mapped_column(UnitList)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     text: Mapped[str] = mapped_column(Text)
+    head: Mapped[str] = mapped_column(Text)
+    complete: Mapped[bool] = mapped_column(Boolean)
+
+    @classmethod
+    def of(cls, entry: AuditEntry) -> AuditEntryText:
+        text = searchable_text(entry.description, entry.user_name, entry.target)
+        return cls(at=entry.at, account_id=entry.account_id, unit_ids=entry.unit_ids,
+                   text=text, head=text[:HEAD_CHARS], complete=len(text) <= HEAD_CHARS)
 
 
 class AuditSigningKey(Base):

@@ -1,5 +1,6 @@
-"""Free text is looked for among the newest entries first, then through the trigram
-index in the older rest: wherever that boundary falls (RECENT_SCAN, made small here),
+"""Free text is looked for among the newest entries first, then among more of them,
+then through the trigram index in the older rest: wherever those boundaries fall
+(RECENT_SCAN and WIDER_SCAN, made small here),
 a search returns every matching entry once, newest first, across pages, for every
 kind of reader; and a unit administrator's plain filters read the units' own rows."""
 
@@ -41,10 +42,15 @@ def audit(request):
         request.param])
 
 
-@pytest.fixture(params=[1, 2, 3, 7, 5_000], ids=lambda n: f"scan{n}")
-def scan(request, monkeypatch) -> int:
-    """How many of the newest entries are filtered before the indexes are asked."""
-    monkeypatch.setattr(handlers, "RECENT_SCAN", request.param)
+@pytest.fixture(params=[(1, 5_000), (2, 2), (3, 5_000), (7, 10), (5_000, 5_000)],
+                ids=lambda n: f"scan{n[0]}-wider{n[1]}")
+def scan(request, monkeypatch) -> tuple[int, int]:
+    """How many of the newest entries are looked at first, and at most how many more
+    before the index is asked."""
+    recent, wider = request.param
+    monkeypatch.setattr(handlers, "RECENT_SCAN", recent)
+    monkeypatch.setattr(handlers, "WIDER_SCAN", wider)
+    monkeypatch.setattr(handlers, "WIDER_SCAN_OF_TEXT_ROWS", wider)
     return request.param
 
 

@@ -16,21 +16,23 @@ from sqlalchemy import select
 BEFORE_TEXT_ROWS = "c4e1d7a9b203"  # the revision before audit_entry_texts
 
 
-def copies(service) -> dict[str, tuple[str | None, datetime, str]]:
+def copies(service) -> dict[str, tuple[str | None, datetime, list[str], str]]:
     with service.uow() as uow:
         rows = uow.session.execute(select(AuditEntryText)).scalars()
-        return {r.entry_id: (r.account_id, r.at.replace(tzinfo=None), r.text) for r in rows}
+        return {r.entry_id: (r.account_id, r.at.replace(tzinfo=None), list(r.unit_ids), r.text)
+                for r in rows}
 
 
-def expected(service) -> dict[str, tuple[str | None, datetime, str]]:
+def expected(service) -> dict[str, tuple[str | None, datetime, list[str], str]]:
     with service.uow() as uow:
         entries = uow.session.execute(select(AuditEntry)).scalars()
-        return {e.id: (e.account_id, e.at.replace(tzinfo=None),
+        return {e.id: (e.account_id, e.at.replace(tzinfo=None), e.unit_ids,
                        searchable_text(e.description, e.user_name, e.target)) for e in entries}
 
 
 def record_some(record) -> None:
-    record(summary="Alice approved order 7")
+    record(summary="Alice approved order 7",
+           data={"order_id": "o-7", "price_cents": 100, "unit_ids": ["unit-b", "unit-a"]})
     record(system="orders", summary="orders captured funds", account_id=None)
     record(user=("u-2", "Zoë\tTab"), summary="a summary with\nnew lines and 100%_off")
 
@@ -46,7 +48,7 @@ def test_each_recorded_entry_has_its_text_row(record, audit):
 
     assert copies(audit) == expected(audit)
     assert len(copies(audit)) == 3
-    assert any("Zoë\tTab\x1forder:" in text for _, _, text in copies(audit).values())
+    assert any("Zoë\tTab\x1forder:" in text for *_, text in copies(audit).values())
 
 
 def test_the_migration_fills_the_text_rows_of_existing_entries(record, audit):
@@ -68,7 +70,7 @@ def test_a_purge_removes_the_text_rows_of_the_entries_it_removes(record, audit):
     purge(audit.uow, audit.signer, operator, before=now - timedelta(days=750), now=now)
 
     assert copies(audit) == expected(audit)
-    assert sorted(text.split("\x1f")[0] for _, _, text in copies(audit).values()) == [
+    assert sorted(text.split("\x1f")[0] for *_, text in copies(audit).values()) == [
         "5 days ago", "Olga Operator purged 2 audit entries recorded before 2024-11-06 "
         "(entries 1 to 2)"]
 
@@ -88,3 +90,28 @@ def test_a_word_never_spans_two_fields(record, client, as_role):
     found = client.get("/api/audit/v1/entries", query_string={"q": "by Grace"},
                        headers=as_role("admin"))
     assert found.status_code == 200 and found.json["items"] == []
+
+
+@pytest.mark.parametrize("recent", [1, 1_000])
+def test_a_word_past_the_head_of_a_long_text_is_found(record, client, as_role, audit, recent,
+                                                       monkeypatch):
+    """The time indexes hold the first HEAD_CHARS characters; a word after them is still
+    found, among the newest entries (recent=1000) and through the trigram index (1)."""
+    from chancery_audit import handlers
+    from chancery_audit.model import HEAD_CHARS
+
+    monkeypatch.setattr(handlers, "RECENT_SCAN", recent)
+    long = "x" * HEAD_CHARS + " zebra crossing"
+    record(summary=long, at=datetime.now(UTC) - timedelta(days=3))
+    for n in range(3):
+        record(summary=f"newer {n}")
+
+    for role in ("admin", "operator"):
+        found = client.get("/api/audit/v1/entries", query_string={"q": "ZEBRA"},
+                           headers=as_role(role))
+        assert found.status_code == 200
+        assert [item["description"] for item in found.json["items"]] == [long]
+    with audit.uow() as uow:
+        [row] = uow.session.execute(select(AuditEntryText).where(
+            AuditEntryText.text.startswith(long))).scalars()
+        assert (row.head, row.complete) == (long[:HEAD_CHARS], False)
