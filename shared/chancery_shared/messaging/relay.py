@@ -151,7 +151,7 @@ class OutboxRelay:
 
     def connect(self) -> Connection:
         """A broker connection for :meth:`publisher`."""
-        return broker.connect(self._broker_url, confirm_each_publish=False)
+        return broker.connect(self._broker_url, confirm_each_publish=False, heartbeat=0)
 
     def publisher(self, connection: Connection) -> ConfirmedPublisher:
         return ConfirmedPublisher(connection, confirms=not broker.is_memory(self._broker_url))
@@ -181,10 +181,11 @@ class OutboxRelay:
     def run(self, stop: threading.Event) -> None:
         """Relay until ``stop`` is set, reconnecting after broker failures.
 
-        A connection that had worked is replaced at once the first time it fails (the
-        broker may have dropped it while the relay idled: it sends no heartbeats), as
-        kombu's publish retries did when each message was published alone; a failure
-        right after connecting waits a second before the next attempt."""
+        A connection that had worked is replaced at once the first time it fails (a
+        broker restarted while the relay idled), as kombu's publish retries did when each
+        message was published alone; a failure right after connecting waits a second
+        before the next attempt. The connection has no heartbeats: the relay would not
+        service them while it waits for a commit, and the broker would drop it."""
         while not stop.is_set():
             worked = False
             try:
