@@ -46,8 +46,18 @@ def sqlite_audit(tmp_path, tokens, migrated_database) -> Iterator[AuditService]:
 
 @pytest.fixture
 def audit(sqlite_audit) -> AuditService:
-    """The service under test: on SQLite, unless a module overrides this with ``pg_audit``."""
+    """The service under test: on SQLite, unless a module overrides this (for instance
+    with ``audit_on_each_database``)."""
     return sqlite_audit
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.distributed)])
+def audit_on_each_database(request) -> AuditService:
+    """The service on SQLite, then on PostgreSQL, whose queries differ (trigram and
+    array indexes, index-only walks): a module that wants both overrides ``audit`` with
+    this."""
+    return request.getfixturevalue({"sqlite": "sqlite_audit", "postgresql": "pg_audit"}[
+        request.param])
 
 
 @pytest.fixture(scope="session")

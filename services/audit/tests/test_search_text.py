@@ -34,12 +34,10 @@ def pages(client, headers, limit: int, **params: str) -> list[str]:
     raise AssertionError("the pages never ended")
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.distributed)])
-def audit(request):
-    """Each test on SQLite and on PostgreSQL, where the trigram index answers the older
-    rest (the queries differ: SQLite has no such index and scans)."""
-    return request.getfixturevalue({"sqlite": "sqlite_audit", "postgresql": "pg_audit"}[
-        request.param])
+@pytest.fixture
+def audit(audit_on_each_database):
+    """Each test on SQLite and on PostgreSQL."""
+    return audit_on_each_database
 
 
 @pytest.fixture(params=[(1, 5_000), (2, 2), (3, 5_000), (7, 10), (5_000, 5_000)],

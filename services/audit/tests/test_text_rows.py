@@ -37,10 +37,10 @@ def record_some(record) -> None:
     record(user=("u-2", "Zoë\tTab"), summary="a summary with\nnew lines and 100%_off")
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.distributed)])
-def audit(request):
-    return request.getfixturevalue({"sqlite": "sqlite_audit", "postgresql": "pg_audit"}[
-        request.param])
+@pytest.fixture
+def audit(audit_on_each_database):
+    """Each test on SQLite and on PostgreSQL."""
+    return audit_on_each_database
 
 
 def test_each_recorded_entry_has_its_text_row(record, audit):

@@ -12,6 +12,12 @@ ENDPOINTS = ("/api/audit/v1/entries", "/api/audit/v1/entries.csv")
 
 
 @pytest.fixture
+def audit(audit_on_each_database):
+    """Each reader on SQLite and on PostgreSQL."""
+    return audit_on_each_database
+
+
+@pytest.fixture
 def entries(record, audit) -> dict[str, str]:
     """Entry ids by label: two accounts, two units, an order's later step, the platform."""
     approved = {"price_cents": 100}
@@ -53,6 +59,11 @@ A_ALL = {"a_unit1", "a_unit1_later", "a_unit2", "a_no_unit"}
     ("unit_admin", ACCOUNT, ("u1",), {"q": "did"}, {"a_unit1", "a_unit1_later"}),
     ("unit_admin", ACCOUNT, ("u1",), {"action": "orders"}, {"a_unit1"}),
     ("unit_admin", OTHER_ACCOUNT, ("u1",), {"action": "orders", "q": "did"}, {"b_unit1"}),
+    # asking for another account reads nothing, by whichever path the filter takes
+    ("unit_admin", OTHER_ACCOUNT, ("u1",), {"account_id": ACCOUNT}, set()),
+    ("unit_admin", OTHER_ACCOUNT, ("u1",), {"account_id": ACCOUNT, "action": "orders"}, set()),
+    ("unit_admin", OTHER_ACCOUNT, ("u1",), {"account_id": ACCOUNT, "q": "did"}, set()),
+    ("admin", OTHER_ACCOUNT, (), {"account_id": ACCOUNT, "q": "did"}, set()),
     ("operator", None, (), {}, A_ALL | {"b_unit1", "platform"}),
     ("operator", None, (), {"account_id": OTHER_ACCOUNT}, {"b_unit1"}),
 ])
