@@ -12,6 +12,7 @@ waiting for their token, and re-checks validated ones shortly before they expire
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import logging
 import socket
 import threading
@@ -192,10 +193,36 @@ class DnsTxtChecker:
 # --- http-file -----------------------------------------------------------------------------
 
 
+class AddressRefused(Exception):
+    """A name the HTTP check will not fetch from: it does not resolve, or to a non-public
+    address (loopback, private, link-local such as a cloud's metadata service…)."""
+
+
+def public_address(host: str, port: int) -> str:
+    """The address to fetch ``host`` from, when every address it resolves to is public.
+
+    A domain (or a redirect) naming an internal address would otherwise make the check a
+    way to read the CA's own network, with the answer shown as evidence (SSRF).
+    """
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise AddressRefused(f"{host} does not resolve ({type(exc).__name__})") from exc
+    addresses = list(dict.fromkeys(str(info[4][0]) for info in found))
+    for address in addresses:
+        if not ipaddress.ip_address(address.split("%", 1)[0]).is_global:
+            raise AddressRefused(f"{host} resolves to {address}, which is not a public "
+                                 "address")
+    if not addresses:
+        raise AddressRefused(f"{host} has no address")
+    return addresses[0]
+
+
 class HttpFileChecker:
     """The token in ``http://<domain>/.well-known/pki-validation/<file>`` (BR 3.2.2.4.18):
-    at most ``MAX_REDIRECTS`` redirects, only to http or https on ports 80 or 443; at most
-    ``MAX_HTTP_BYTES`` read; the body, stripped, must equal the token."""
+    at most ``MAX_REDIRECTS`` redirects, only to http or https on ports 80 or 443 of a
+    public address (``public_address``); at most ``MAX_HTTP_BYTES`` read; the body,
+    stripped, must equal the token."""
 
     method = "http-file"
 
@@ -270,8 +297,18 @@ class HttpFileChecker:
         if port not in (80, 443) or not parts.hostname:
             return f"{url}: redirect to port {port} (only 80 and 443 are allowed)"
         host = parts.hostname
-        connect_host = self.settings.http_host or host
         connect_port = self.settings.http_port if port == 80 else port
+        if self.settings.http_host:  # a test or lab: every fetch goes there
+            connect_host = self.settings.http_host
+        else:
+            try:
+                address = public_address(host, connect_port)
+            except AddressRefused as exc:
+                return f"{url}: {exc}"
+            # http: connect to the address just checked, so a second lookup cannot
+            # answer another (DNS rebinding); https must connect by name for its
+            # certificate check
+            connect_host = address if parts.scheme == "http" else host
         if ":" in connect_host:
             connect_host = f"[{connect_host}]"
         path = parts.path or "/"

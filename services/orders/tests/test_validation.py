@@ -589,3 +589,34 @@ def test_a_failed_recheck_before_the_end_keeps_the_validation_quietly(fresh, dns
     assert shown["status"] == "validated"
     assert shown["validated_until"] == validated["validated_until"]
     assert fresh.outbox("orders.domain.failed") == []
+
+
+@pytest.mark.parametrize("name", ["localhost", "127.0.0.1", "10.1.2.3", "169.254.169.254",
+                                  "192.168.0.1", "[::1]", "no-such-name.invalid"])
+def test_the_http_check_never_fetches_from_a_non_public_address(name):
+    """Without the test override, a domain or a redirect naming an internal address is
+    refused before any connection (the check must not read the CA's own network)."""
+    checker = HttpFileChecker(ValidationSettings(vantage="here", http_timeout_seconds=0.5))
+
+    refusal = checker._connect_url(f"http://{name}/.well-known/pki-validation/x.txt")
+
+    assert isinstance(refusal, str)
+    assert "not a public address" in refusal or "does not resolve" in refusal
+
+
+def test_a_domain_on_an_internal_address_fails_its_http_check_without_a_fetch():
+    checker = HttpFileChecker(ValidationSettings(vantage="here", http_timeout_seconds=0.5))
+    domain = Domain(id="l", name="localhost", method="http-file", token="t")
+
+    finding = checker.check(domain, "t")
+
+    assert not finding.validated
+    assert "localhost resolves to" in finding.outcome
+    assert "not a public address" in finding.outcome
+    assert finding.answer == ""  # nothing was fetched
+
+
+def test_a_public_address_is_connected_to_directly_over_http():
+    checker = HttpFileChecker(ValidationSettings(vantage="here"))
+    assert checker._connect_url("http://8.8.8.8/x") == ("http://8.8.8.8:80/x", "8.8.8.8")
+    assert checker._connect_url("https://8.8.8.8/x") == ("https://8.8.8.8:443/x", "8.8.8.8")
