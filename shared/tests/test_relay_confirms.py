@@ -10,39 +10,18 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator
+from collections import Counter
 
 import pytest
-from chancery_shared.db import make_engine, make_session_factory
 from chancery_shared.messaging import broker, topology
 from chancery_shared.messaging import relay as relay_module
 from chancery_shared.messaging.envelope import Actor, Context
-from chancery_shared.messaging.relay import ConfirmedPublisher, OutboxRelay
-from chancery_shared.messaging.tables import MessagingTables
-from chancery_shared.messaging.unit_of_work import UnitOfWork
-from chancery_shared.testing import purge_broker, wait_for
-from sqlalchemy import MetaData, select
+from chancery_shared.messaging.relay import ConfirmedPublisher
+from chancery_shared.testing import OutboxBus, wait_for
+from sqlalchemy import select
 
 AUDIT = topology.QUEUES["audit.all"]  # bound to every event: what the relay published
 CONTEXT = Context(actor=Actor(user_id="u-1", user_name="Alice Ng"), account_id="acct-1")
-
-
-class Bus:
-    """One service's database with its outbox, and a broker to publish to."""
-
-    def __init__(self, database_url: str, broker_url: str):
-        metadata = MetaData()
-        self.tables = MessagingTables(metadata)
-        self.engine = make_engine(database_url)
-        metadata.drop_all(self.engine)
-        metadata.create_all(self.engine)
-        self.sessions = make_session_factory(self.engine)
-        self.wakeup = threading.Event()
-        self.url = broker_url
-        purge_broker(self.url)
-
-    def uow(self) -> UnitOfWork:
-        return UnitOfWork(self.sessions, self.tables, "orders", after_commit=self.wakeup.set)
 
 
 def queued_ids(url: str) -> list[str]:
@@ -57,7 +36,7 @@ def queued_ids(url: str) -> list[str]:
     return ids
 
 
-def outbox_rows(bus: Bus) -> list[tuple[str, bool]]:
+def outbox_rows(bus: OutboxBus) -> list[tuple[str, bool]]:
     """(event id, sent) of every outbox row, in seq order."""
     outbox = bus.tables.outbox
     with bus.sessions() as session:
@@ -66,7 +45,7 @@ def outbox_rows(bus: Bus) -> list[tuple[str, bool]]:
     return [(row.event_id, row.sent_at is not None) for row in rows]
 
 
-def emit(bus: Bus, count: int) -> list[str]:
+def emit(bus: OutboxBus, count: int) -> list[str]:
     """``count`` committed outbox rows, each in its own transaction; their event ids."""
     ids = []
     for n in range(count):
@@ -76,31 +55,6 @@ def emit(bus: Bus, count: int) -> list[str]:
                                  data={"order_id": f"o-{n}", "reason": None}).event_id)
             uow.commit()
     return ids
-
-
-def relay(bus: Bus, batch_size: int = 200) -> OutboxRelay:
-    return OutboxRelay("orders", bus.engine, bus.sessions, bus.tables, bus.url,
-                       poll_seconds=0.01, batch_size=batch_size, wakeup=bus.wakeup)
-
-
-@pytest.fixture(params=["sqlite+memory", "postgresql+rabbitmq"])
-def bus(request, tmp_path) -> Iterator[Bus]:
-    if request.param == "sqlite+memory":
-        b = Bus(f"sqlite:///{tmp_path / 'bus.db'}", "memory://")
-    else:
-        env = request.getfixturevalue("infrastructure")
-        b = Bus(env["CHANCERY_ORDERS_DATABASE_URL"], env["CHANCERY_BROKER_URL"])
-    yield b
-    purge_broker(b.url)
-    b.engine.dispose()
-
-
-@pytest.fixture
-def pg_bus(infrastructure) -> Iterator[Bus]:
-    b = Bus(infrastructure["CHANCERY_ORDERS_DATABASE_URL"], infrastructure["CHANCERY_BROKER_URL"])
-    yield b
-    purge_broker(b.url)
-    b.engine.dispose()
 
 
 @pytest.fixture
@@ -121,7 +75,7 @@ def waits(monkeypatch) -> list[int]:
 @pytest.mark.parametrize("batch_size", [200, 20])
 def test_a_batch_is_published_once_each_in_order_and_marked_sent(bus, waits, batch_size):
     ids = emit(bus, 50)
-    relay(bus, batch_size).drain()
+    bus.relay(batch_size).drain()
     assert queued_ids(bus.url) == ids  # once each, in seq order, across batches
     assert outbox_rows(bus) == [(event_id, True) for event_id in ids]
     if broker.is_memory(bus.url):
@@ -134,7 +88,7 @@ def test_a_batch_is_published_once_each_in_order_and_marked_sent(bus, waits, bat
 
 def test_the_relay_channel_waits_for_no_confirm_at_each_publish(pg_bus):
     with broker.connect(pg_bus.url, confirm_each_publish=False) as connection:
-        channel = relay(pg_bus).publisher(connection).producer.channel
+        channel = pg_bus.relay().publisher(connection).producer.channel
         assert channel.basic_publish == channel._basic_publish  # not basic_publish_confirm
     with broker.connect(pg_bus.url) as connection:  # everyone else's: unchanged
         channel = connection.channel()
@@ -157,7 +111,7 @@ def test_a_nacked_message_and_those_after_it_stay_unsent_and_are_republished_in_
             original(self, delivery_tag, multiple)
 
     monkeypatch.setattr(ConfirmedPublisher, "_on_ack", nack_the_fifth)
-    first = relay(pg_bus)
+    first = pg_bus.relay()
     with first.connect() as connection:
         publisher = first.publisher(connection)
         assert first.publish_pending(publisher) == 4
@@ -174,12 +128,12 @@ def test_confirms_that_never_come_leave_the_batch_unsent(pg_bus, monkeypatch):
     ids = emit(pg_bus, 8)
     monkeypatch.setattr(relay_module, "CONFIRM_TIMEOUT_SECONDS", 0.5)
     monkeypatch.setattr(ConfirmedPublisher, "_on_ack", lambda self, tag, multiple: None)
-    lossy = relay(pg_bus)
+    lossy = pg_bus.relay()
     with lossy.connect() as connection, pytest.raises(relay_module.UnconfirmedPublish):
         lossy.publish_pending(lossy.publisher(connection))
     assert outbox_rows(pg_bus) == [(i, False) for i in ids]
     monkeypatch.undo()
-    relay(pg_bus).drain()
+    pg_bus.relay().drain()
     assert outbox_rows(pg_bus) == [(i, True) for i in ids]
     assert queued_ids(pg_bus.url) == ids + ids  # the unconfirmed first pass, then again
 
@@ -203,21 +157,21 @@ def kill_before_waiting(monkeypatch, times: int = 1) -> list[int]:
 def test_a_connection_lost_before_the_confirms_leaves_the_batch_unsent(pg_bus, monkeypatch):
     ids = emit(pg_bus, 12)
     killed = kill_before_waiting(monkeypatch)
-    lost = relay(pg_bus)
+    lost = pg_bus.relay()
     with pytest.raises(Exception) as failure:  # noqa: PT011 - whatever kombu raises for it
         with lost.connect() as connection:
             lost.publish_pending(lost.publisher(connection))
     assert not isinstance(failure.value, AssertionError)
     assert killed == [12]
     assert outbox_rows(pg_bus) == [(i, False) for i in ids]
-    relay(pg_bus).drain()
+    pg_bus.relay().drain()
     assert outbox_rows(pg_bus) == [(i, True) for i in ids]
     assert queued_ids(pg_bus.url)[-12:] == ids  # republished whole, in order
 
 
 def test_a_running_relay_republishes_after_losing_its_connection_mid_batch(pg_bus, monkeypatch):
     killed = kill_before_waiting(monkeypatch)
-    running = relay(pg_bus)
+    running = pg_bus.relay()
     stop = threading.Event()
     thread = threading.Thread(target=running.run, args=(stop,), daemon=True)
     thread.start()
@@ -230,6 +184,11 @@ def test_a_running_relay_republishes_after_losing_its_connection_mid_batch(pg_bu
         thread.join(10)
     assert len(killed) == 1  # the first batch's confirms were lost with its connection
     queued = queued_ids(pg_bus.url)
-    lost = len(queued) - len(ids)  # what of the first batch the broker got before the end
-    # then every row again from the first, once each and in order, on the new connection
-    assert 0 <= lost <= killed[0] and queued == ids[:lost] + ids
+    # every row again from the first, once each and in order, on the new connection ...
+    remaining = iter(queued)
+    assert all(event_id in remaining for event_id in ids)
+    # ... and at most one more copy of what of the first batch the broker got before the
+    # end: routed whenever the broker got to the dead connection's frames, so possibly
+    # in between the new connection's messages
+    extra = Counter(queued) - Counter(ids)
+    assert set(extra) <= set(ids[:killed[0]]) and set(extra.values()) <= {1}
