@@ -390,40 +390,11 @@ def summarise(phase: Phase, subscriber: Subscriber) -> dict[str, Any]:
 # --- CPU per component ----------------------------------------------------------------
 
 
-def _proc_stat(pid: int) -> tuple[int, int] | None:
-    """(parent pid, CPU ticks of the process and its reaped children) from /proc."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return int(fields[1]), sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
-
-
 def cpu_seconds(stack: Any) -> dict[str, float]:
     """CPU seconds used so far by each process of the stack with its descendants (gunicorn
-    workers, PostgreSQL backends): what a phase costs each component, load or no load."""
-    parents: dict[int, int] = {}
-    ticks: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and (stat := _proc_stat(int(entry.name))) is not None:
-            parents[int(entry.name)], ticks[int(entry.name)] = stat
-    children: dict[int, list[int]] = {}
-    for pid, parent in parents.items():
-        children.setdefault(parent, []).append(pid)
-    hz = os.sysconf("SC_CLK_TCK")
-    result = {}
-    for name in stack.names():
-        pid = stack.component(name).pid()
-        if pid is None or pid not in ticks:
-            continue
-        total, todo = 0, [pid]
-        while todo:
-            current = todo.pop()
-            total += ticks.get(current, 0)
-            todo.extend(children.get(current, []))
-        result[name] = total / hz
-    result["bench client"] = sum(os.times()[:2])
-    return result
+    workers, PostgreSQL backends), and by this client: what a phase costs each
+    component, load or no load."""
+    return {**stack.cpu_seconds(), "bench client": sum(os.times()[:2])}
 
 
 def cpu_per_certificate(before: dict[str, float], after: dict[str, float],

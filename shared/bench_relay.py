@@ -38,21 +38,17 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from chancery_shared.db import make_engine, make_session_factory
 from chancery_shared.messaging import broker, topology
 from chancery_shared.messaging.envelope import Actor, Context
 from chancery_shared.messaging.relay import OutboxRelay
-from chancery_shared.messaging.tables import MessagingTables
-from chancery_shared.messaging.unit_of_work import UnitOfWork
-from chancery_shared.testing import purge_broker
+from chancery_shared.testing import OutboxBus, purge_broker
 from kombu import Connection, Producer
-from sqlalchemy import MetaData, func, select
+from sqlalchemy import func, select
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_JSON = REPO / "var" / "bench" / "relay.json"
@@ -91,35 +87,27 @@ class OldRelay(OutboxRelay):
         return OnePerMessage(connection)
 
 
-class Outbox:
-    def __init__(self, database_url: str, broker_url: str):
-        metadata = MetaData()
-        self.tables = MessagingTables(metadata)
-        self.engine = make_engine(database_url)
-        metadata.drop_all(self.engine)
-        metadata.create_all(self.engine)
-        self.sessions = make_session_factory(self.engine)
-        self.url = broker_url
+def fill(outbox: OutboxBus, count: int) -> None:
+    """``count`` committed messages, 500 a transaction (not timed)."""
+    for start in range(0, count, 500):
+        with outbox.uow() as uow:
+            for n in range(start, min(count, start + 500)):
+                uow.event("orders.order.cancelled", CONTEXT, subject=("order", f"o-{n}"),
+                          summary=f"Bench User cancelled order o-{n}",
+                          data={"order_id": f"o-{n}", "reason": "benchmark"})
+            uow.commit()
 
-    def fill(self, count: int) -> None:
-        """``count`` committed messages, 500 a transaction (not timed)."""
-        for start in range(0, count, 500):
-            with UnitOfWork(self.sessions, self.tables, "orders") as uow:
-                for n in range(start, min(count, start + 500)):
-                    uow.event("orders.order.cancelled", CONTEXT, subject=("order", f"o-{n}"),
-                              summary=f"Bench User cancelled order o-{n}",
-                              data={"order_id": f"o-{n}", "reason": "benchmark"})
-                uow.commit()
 
-    def unsent(self) -> int:
-        outbox = self.tables.outbox
-        with self.sessions() as session:
-            return session.execute(select(func.count()).select_from(outbox)
-                                   .where(outbox.c.sent_at.is_(None))).scalar_one()
+def unsent(outbox: OutboxBus) -> int:
+    table = outbox.tables.outbox
+    with outbox.sessions() as session:
+        return session.execute(select(func.count()).select_from(table)
+                               .where(table.c.sent_at.is_(None))).scalar_one()
 
-    def clear(self) -> None:
-        with self.engine.begin() as connection:
-            connection.execute(self.tables.outbox.delete())
+
+def clear(outbox: OutboxBus) -> None:
+    with outbox.engine.begin() as connection:
+        connection.execute(outbox.tables.outbox.delete())
 
 
 def on_audit_queue(url: str) -> int:
@@ -130,52 +118,19 @@ def on_audit_queue(url: str) -> int:
         return queue.queue_declare(passive=True).message_count
 
 
-def server_cpu_seconds(stack: Any) -> dict[str, float]:
-    """CPU seconds used so far by each running process of the stack with its descendants
-    (PostgreSQL backends), from /proc."""
-    parents: dict[int, int] = {}
-    ticks: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        parents[int(entry.name)] = int(fields[1])
-        ticks[int(entry.name)] = sum(int(x) for x in fields[11:15])
-    children: dict[int, list[int]] = {}
-    for pid, parent in parents.items():
-        children.setdefault(parent, []).append(pid)
-    result = {}
-    for name in stack.names():
-        pid = stack.component(name).pid()
-        if pid is None or pid not in ticks:
-            continue
-        total, todo = 0, [pid]
-        while todo:
-            current = todo.pop()
-            total += ticks.get(current, 0)
-            todo.extend(children.get(current, []))
-        result[name] = total / os.sysconf("SC_CLK_TCK")
-    return result
-
-
-def measure(stack: Any, outbox: Outbox, path: str, count: int, batch_size: int
+def measure(stack: Any, outbox: OutboxBus, path: str, count: int, batch_size: int
             ) -> dict[str, Any]:
-    outbox.clear()
+    clear(outbox)
     purge_broker(outbox.url)
-    outbox.fill(count)
-    cls = OldRelay if path == "old" else OutboxRelay
-    relay = cls("orders", outbox.engine, outbox.sessions, outbox.tables, outbox.url,
-                batch_size=batch_size)
-    servers_before = server_cpu_seconds(stack)
+    fill(outbox, count)
+    relay = outbox.relay(batch_size, OldRelay if path == "old" else OutboxRelay)
+    servers_before = stack.cpu_seconds()
     cpu_before, started = time.process_time(), time.perf_counter()
     relay.drain(timeout=BUDGET_SECONDS)
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_before
     servers = {name: used - servers_before.get(name, 0.0)
-               for name, used in server_cpu_seconds(stack).items()}
-    published = count - outbox.unsent()
+               for name, used in stack.cpu_seconds().items()}
+    published = count - unsent(outbox)
     queued = on_audit_queue(outbox.url)
     if published == count and queued != count:
         raise SystemExit(f"{path}: {count} rows marked sent but {queued} messages queued")
@@ -186,23 +141,6 @@ def measure(stack: Any, outbox: Outbox, path: str, count: int, batch_size: int
         "server_cpu_ms_per_message": {name: round(used * 1000 / published, 3)
                                       for name, used in servers.items() if used > 0},
     }
-
-
-@contextmanager
-def servers(folder: Path) -> Iterator[Any]:
-    """RabbitMQ and PostgreSQL from the deploy package, always destroyed afterwards."""
-    from chancery_deploy import Ports, Stack
-
-    stack = Stack(folder, Ports.find_free(), environ={"PATH": os.environ.get("PATH", "")},
-                  say=lambda message: print(f"    [stack] {message}", file=sys.stderr,
-                                            flush=True))
-    try:
-        started = time.monotonic()
-        stack.up(apps=False)
-        stack.say(f"up in {time.monotonic() - started:.0f}s")
-        yield stack
-    finally:
-        stack.destroy()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -219,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--count, --rounds and --batch-size must be positive")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # the finally blocks still run
 
-    from chancery_deploy import missing_infrastructure
+    from chancery_deploy import missing_infrastructure, throwaway_servers
 
     if missing := missing_infrastructure():
         print(f"server packages missing: {', '.join(missing)} (make system-packages)",
@@ -228,9 +166,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     load_start = os.getloadavg()[0]
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-relay-") as folder, \
-            servers(Path(folder)) as stack:
-        outbox = Outbox(stack.env["CHANCERY_ORDERS_DATABASE_URL"],
-                        stack.env["CHANCERY_BROKER_URL"])
+            throwaway_servers(folder, environ={"PATH": os.environ.get("PATH", "")}) as stack:
+        outbox = OutboxBus(stack.env["CHANCERY_ORDERS_DATABASE_URL"],
+                           stack.env["CHANCERY_BROKER_URL"])
         try:
             for round_ in range(args.rounds):
                 for path in ("old", "new") if round_ % 2 == 0 else ("new", "old"):
@@ -241,9 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                           f"relay CPU {run['relay_cpu_ms_per_message']:.3f} ms/msg"
                           + ("" if run["complete"] else " (budget hit)"),
                           file=sys.stderr, flush=True)
-            purge_broker(outbox.url)
         finally:
-            outbox.engine.dispose()
+            outbox.close()
     load_end = os.getloadavg()[0]
 
     best = {path: max((r for r in runs if r["path"] == path), key=lambda r: r["per_second"])

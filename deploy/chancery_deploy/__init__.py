@@ -7,9 +7,9 @@
     stack.down()
 """
 
-from .local import ProcessStatus, Stack, missing_infrastructure
+from .local import ProcessStatus, Stack, missing_infrastructure, throwaway_servers
 from .procs import StackError
 from .topology import SERVICES, Ports, Secrets, Topology, compose_topology, local_topology
 
 __all__ = ["SERVICES", "Ports", "ProcessStatus", "Secrets", "Stack", "StackError", "Topology",
-           "compose_topology", "local_topology", "missing_infrastructure"]
+           "compose_topology", "local_topology", "missing_infrastructure", "throwaway_servers"]

@@ -8,6 +8,7 @@ fixtures (start only the infrastructure, kill -9 and restart one named process).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -16,10 +17,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from . import gateway, rabbitmq
 from .postgres import LocalPostgres, find_bin_dir, running_as_root
@@ -370,6 +371,31 @@ class Stack:
         """Every component in start order."""
         return [*INFRA, *self.app_names()]
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds used so far by each running component with its descendants (gunicorn
+        workers, PostgreSQL backends), from /proc: what a benchmark's phase cost each."""
+        parents: dict[int, int] = {}
+        ticks: dict[int, int] = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit() and (stat := _proc_stat(int(entry.name))) is not None:
+                parents[int(entry.name)], ticks[int(entry.name)] = stat
+        children: dict[int, list[int]] = {}
+        for pid, parent in parents.items():
+            children.setdefault(parent, []).append(pid)
+        hz = os.sysconf("SC_CLK_TCK")
+        result = {}
+        for name in self.names():
+            pid = self.component(name).pid()
+            if pid is None or pid not in ticks:
+                continue
+            total, todo = 0, [pid]
+            while todo:
+                current = todo.pop()
+                total += ticks.get(current, 0)
+                todo.extend(children.get(current, []))
+            result[name] = total / hz
+        return result
+
     def _make_component(self, name: str) -> Component:
         if name == "postgres":
             return PostgresComponent(self)
@@ -579,6 +605,31 @@ class Stack:
         assert isinstance(postgres, PostgresComponent)
         postgres.cluster.destroy()
         shutil.rmtree(self.stack_dir, ignore_errors=True)
+
+
+def _proc_stat(pid: int) -> tuple[int, int] | None:
+    """(parent pid, CPU ticks of the process and its reaped children) from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return int(fields[1]), sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+
+
+@contextlib.contextmanager
+def throwaway_servers(folder: str | os.PathLike[str], **stack_options: Any) -> Iterator[Stack]:
+    """RabbitMQ, PostgreSQL and nginx of a stack in ``folder`` on free ports, for a
+    benchmark: always destroyed afterwards, its progress printed to stderr."""
+    stack = Stack(folder, Ports.find_free(),
+                  say=lambda message: print(f"    [stack] {message}", file=sys.stderr,
+                                            flush=True), **stack_options)
+    try:
+        started = time.monotonic()
+        stack.up(apps=False)
+        stack.say(f"up in {time.monotonic() - started:.0f}s")
+        yield stack
+    finally:
+        stack.destroy()
 
 
 def _check_nginx_config(argv: list[str]) -> None:

@@ -34,8 +34,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -406,23 +405,6 @@ def measure_crl(report: Report, service: CaSignerService, issuer: Issuer,
 # --- c) RabbitMQ -----------------------------------------------------------------------
 
 
-@contextmanager
-def infrastructure(folder: Path, environ: dict[str, str]) -> Iterator[Any]:
-    """RabbitMQ and PostgreSQL from the deploy package, always destroyed afterwards."""
-    from chancery_deploy import Ports, Stack
-
-    stack = Stack(folder, Ports.find_free(), signer_workers=2, environ=environ,
-                  say=lambda message: print(f"    [stack] {message}", file=sys.stderr,
-                                            flush=True))
-    try:
-        started = time.monotonic()
-        stack.up(apps=False)
-        stack.say(f"up in {time.monotonic() - started:.0f}s")
-        yield stack
-    finally:
-        stack.destroy()
-
-
 def consumers_on_queue(broker_url: str) -> int:
     from chancery_shared.messaging import broker, topology
 
@@ -573,7 +555,7 @@ def run(count: int, crl_entries: int, json_path: Path) -> int:
 def run_with_servers(report: Report, folder: Path, secrets: dict[str, str],
                      count: int) -> None:
     """The PostgreSQL direct row and the RabbitMQ rows, or why they were skipped."""
-    from chancery_deploy import missing_infrastructure
+    from chancery_deploy import missing_infrastructure, throwaway_servers
 
     missing = missing_infrastructure()
     if missing:
@@ -588,7 +570,7 @@ def run_with_servers(report: Report, folder: Path, secrets: dict[str, str],
     environ = {"PATH": os.environ.get("PATH", ""), **secrets}
     print("    [stack] starting RabbitMQ and PostgreSQL (not timed)", file=sys.stderr,
           flush=True)
-    with infrastructure(folder, environ) as stack:
+    with throwaway_servers(folder, signer_workers=2, environ=environ) as stack:
         service = signer_service({**stack.env, **secrets})
         try:
             measure_direct(report, service, "direct_postgres",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -12,8 +13,13 @@ from typing import Any, TypeVar
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import MetaData, func, select
 
 from chancery_shared import config as cfg
+from chancery_shared.db import make_engine, make_session_factory
+from chancery_shared.messaging.relay import OutboxRelay
+from chancery_shared.messaging.tables import MessagingTables
+from chancery_shared.messaging.unit_of_work import UnitOfWork
 from chancery_shared.service import Runtime
 
 T = TypeVar("T")
@@ -80,3 +86,37 @@ def purge_broker(url: str = "memory://") -> None:
         for spec in topology.QUEUES.values():
             topology.kombu_queue(spec)(channel).purge()
             topology.kombu_dead_queue(spec.name)(channel).purge()
+
+
+class OutboxBus:
+    """One service's outbox and inbox tables on ``database_url`` (created afresh) and a
+    broker to publish to: what the messaging tests and ``make bench-relay`` run on."""
+
+    def __init__(self, database_url: str, broker_url: str):
+        self.metadata = MetaData()
+        self.tables = MessagingTables(self.metadata)
+        self.engine = make_engine(database_url)
+        self.metadata.drop_all(self.engine)
+        self.metadata.create_all(self.engine)
+        self.sessions = make_session_factory(self.engine)
+        self.wakeup = threading.Event()
+        self.url = broker_url
+        purge_broker(self.url)  # queues are durable (RabbitMQ) or process-wide (memory)
+
+    def uow(self) -> UnitOfWork:
+        return UnitOfWork(self.sessions, self.tables, "orders", after_commit=self.wakeup.set)
+
+    def relay(self, batch_size: int = 200,
+              relay_class: type[OutboxRelay] = OutboxRelay) -> OutboxRelay:
+        return relay_class(
+            "orders", self.engine, self.sessions, self.tables, self.url, poll_seconds=0.01,
+            batch_size=batch_size, wakeup=self.wakeup)
+
+    def count(self, table: Any) -> int:
+        with self.sessions() as session:
+            return session.execute(select(func.count()).select_from(table)).scalar_one()
+
+    def close(self) -> None:
+        purge_broker(self.url)
+        self.engine.dispose()
+

@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from chancery_shared.db import make_engine, make_session_factory
 from chancery_shared.messaging import broker, topology
 from chancery_shared.messaging import envelope as envelopes
 from chancery_shared.messaging import relay as relay_module
@@ -19,55 +18,14 @@ from chancery_shared.messaging.consumer import (
     replay_dead_letters,
 )
 from chancery_shared.messaging.envelope import Actor, Context, Envelope
-from chancery_shared.messaging.relay import OutboxRelay
-from chancery_shared.messaging.tables import MessagingTables
 from chancery_shared.messaging.unit_of_work import UnitOfWork
-from chancery_shared.testing import purge_broker, wait_for
+from chancery_shared.testing import OutboxBus, wait_for
 from kombu import Producer
 from marshmallow import ValidationError
-from sqlalchemy import MetaData, func, select
+from sqlalchemy import func, select
 
 CONTEXT = Context(actor=Actor(user_id="u-1", user_name="Alice Ng", ip="203.0.113.9"),
                   account_id="acct-1")
-
-
-class Bus:
-    """One service's database with its outbox and inbox, and a broker to publish to."""
-
-    def __init__(self, database_url: str, broker_url: str):
-        self.metadata = MetaData()
-        self.tables = MessagingTables(self.metadata)
-        self.engine = make_engine(database_url)
-        self.metadata.drop_all(self.engine)
-        self.metadata.create_all(self.engine)
-        self.sessions = make_session_factory(self.engine)
-        self.wakeup = threading.Event()
-        self.url = broker_url
-        purge_broker(self.url)  # queues are durable (RabbitMQ) or process-wide (memory)
-
-    def uow(self) -> UnitOfWork:
-        return UnitOfWork(self.sessions, self.tables, "orders", after_commit=self.wakeup.set)
-
-    def relay(self) -> OutboxRelay:
-        return OutboxRelay("orders", self.engine, self.sessions, self.tables, self.url,
-                           poll_seconds=0.01, wakeup=self.wakeup)
-
-    def count(self, table) -> int:
-        with self.sessions() as session:
-            return session.execute(select(func.count()).select_from(table)).scalar_one()
-
-
-@pytest.fixture(params=["sqlite+memory", "postgresql+rabbitmq"])
-def bus(request, tmp_path) -> Iterator[Bus]:
-    """The same mechanisms on the embedded parts and on the real servers."""
-    if request.param == "sqlite+memory":
-        b = Bus(f"sqlite:///{tmp_path / 'bus.db'}", "memory://")
-    else:
-        env = request.getfixturevalue("infrastructure")
-        b = Bus(env["CHANCERY_ORDERS_DATABASE_URL"], env["CHANCERY_BROKER_URL"])
-    yield b
-    purge_broker(b.url)
-    b.engine.dispose()
 
 
 def emit_cancelled(uow: UnitOfWork, order_id: str = "o-1") -> envelopes.Envelope:
@@ -256,15 +214,6 @@ def test_invalid_message_goes_straight_to_dead_letters(bus):
 # have one effect (the second waits on the inbox row, then gives way).
 
 
-@pytest.fixture
-def pg_bus(infrastructure) -> Iterator[Bus]:
-    bus = Bus(infrastructure["CHANCERY_ORDERS_DATABASE_URL"],
-              infrastructure["CHANCERY_BROKER_URL"])
-    yield bus
-    purge_broker(bus.url)
-    bus.engine.dispose()
-
-
 def test_a_commit_wakes_the_listening_relay(pg_bus, monkeypatch):
     # Without the notification the relay would look again only after 120 s, past the wait.
     monkeypatch.setattr(relay_module, "IDLE_POLL_SECONDS", 120.0)
@@ -371,7 +320,7 @@ def effect(env: Envelope, uow: UnitOfWork) -> None:
     emit_cancelled(uow, "effect-" + env.subject["id"])
 
 
-def effects(bus: Bus) -> dict[str, int]:
+def effects(bus: OutboxBus) -> dict[str, int]:
     outbox = bus.tables.outbox
     with bus.sessions() as session:
         bodies = session.execute(select(outbox.c.body)).scalars().all()
@@ -422,7 +371,7 @@ class Running:
         assert not self.thread.is_alive()
 
 
-def batching(bus: Bus, handler: Callable[[Envelope, UnitOfWork], None],
+def batching(bus: OutboxBus, handler: Callable[[Envelope, UnitOfWork], None],
              uow: Callable[[], UnitOfWork] | None = None, **kwargs) -> MessageConsumer:
     return MessageConsumer(LEDGER, {CANCELLED: handler}, uow or bus.uow, bus.url, prefetch=10,
                            batch_size=10, backoff_seconds=0.001, **kwargs)
@@ -553,7 +502,7 @@ def test_a_batching_consumer_does_not_wait_for_a_batch_to_fill(bus):
 class FakeMessage:
     """Records whether its inbox row was already committed when it was acknowledged."""
 
-    def __init__(self, bus: Bus, envelope: Envelope | None = None):
+    def __init__(self, bus: OutboxBus, envelope: Envelope | None = None):
         self.bus = bus
         self.headers: dict = {}
         self.properties: dict = {}
