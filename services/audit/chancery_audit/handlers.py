@@ -248,15 +248,15 @@ def _prepare(principal: Principal, wanted: EntryFilter) -> _Search:
     units: tuple[str, ...] | None = None
     account_id = wanted.account_id
     if principal.role != OPERATOR:
-        # the reader's own account, also where ``visible`` is not what narrows a query
-        # (the unit rows, free text's text rows)
-        if account_id is not None and account_id != principal.account_id:
+        # another account asked for: nothing. The reader's own account also narrows the
+        # queries ``visible`` does not (the unit rows, free text's text rows).
+        other_account = account_id is not None and account_id != principal.account_id
+        if other_account:
             visible = false()
         account_id = principal.account_id
-    if principal.role == "unit_admin" and account_id == (wanted.account_id or account_id):
-        # none (or another account asked for): ``visible`` is false, and the entries'
-        # path finds nothing
-        units = tuple(sorted(set(principal.unit_ids))) or None
+        if principal.role == "unit_admin" and not other_account:
+            # no units: ``visible`` is false already, and the entries' path finds nothing
+            units = tuple(sorted(set(principal.unit_ids))) or None
     filters: list[ColumnElement[bool]] = []
     if wanted.user_id is not None:
         filters.append(AuditEntry.user_id == wanted.user_id)
@@ -411,9 +411,8 @@ def _entry_rows(session: Session, search: _Search, position: tuple[datetime, str
     should hold the rest (at most WIDER_SCAN); only then ask the index about the older
     ones (``_older_matches``).
     """
-    query = _entries_in_scope(search, position)
     if search.text is None:
-        return _newest(session, query, wanted)
+        return _newest(session, _entries_in_scope(search, position), wanted)
     visible = search.visible_from_unit_rows if search.units is not None else search.visible
     rows: list[AuditEntry] = []
     size, scanned = RECENT_SCAN, 0
