@@ -36,6 +36,7 @@ class LoopbackDns:
         self.port = self.sock.getsockname()[1]
         self.records: dict[tuple[str, str], list[str]] = {}
         self.lock = threading.Lock()
+        self._stopped = False
         self._thread = threading.Thread(target=self._serve, daemon=True, name="loopback-dns")
         self._thread.start()
 
@@ -53,6 +54,8 @@ class LoopbackDns:
                 wire, peer = self.sock.recvfrom(4096)
             except OSError:
                 return
+            if self._stopped:  # close()'s wake-up call
+                return
             try:
                 query = dns.message.from_wire(wire)
                 response = dns.message.make_response(query)
@@ -69,6 +72,11 @@ class LoopbackDns:
             self.sock.sendto(response.to_wire(), peer)
 
     def close(self) -> None:
+        """Stop the server thread, then close its socket (not under the thread's feet)."""
+        self._stopped = True
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as waker:
+            waker.sendto(b"", ("127.0.0.1", self.port))
+        self._thread.join(5)
         self.sock.close()
 
 
@@ -102,14 +110,15 @@ def embedded_stack(tmp_path_factory, loopback_dns) -> Iterator[RunningStack]:
     from chancery_shared.embedded import EmbeddedChancery
     from chancery_shared.testing import purge_broker
 
-    purge_broker("memory://")
+    broker_url = "memory://e2e-embedded"  # its own in-memory broker (see broker.connect)
+    purge_broker(broker_url)
     var = tmp_path_factory.mktemp("embedded")
     chancery = EmbeddedChancery({**os.environ, "CHANCERY_VAR_DIR": str(var),
-                                 "CHANCERY_BROKER_URL": "memory://",
+                                 "CHANCERY_BROKER_URL": broker_url,
                                  **stack_environment(loopback_dns)})
     chancery.start()
     try:
-        yield RunningStack("embedded", chancery.serve_in_background(), "memory://")
+        yield RunningStack("embedded", chancery.serve_in_background(), broker_url)
     finally:
         chancery.stop()
 

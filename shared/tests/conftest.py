@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -12,7 +13,8 @@ from chancery_shared.testing import OutboxBus
 def bus(request, tmp_path) -> Iterator[OutboxBus]:
     """The same mechanisms on the embedded parts and on the real servers."""
     if request.param == "sqlite+memory":
-        b = OutboxBus(f"sqlite:///{tmp_path / 'bus.db'}", "memory://")
+        # a broker of its own: an embedded stack of the same run may be on ``memory://``
+        b = OutboxBus(f"sqlite:///{tmp_path / 'bus.db'}", f"memory://bus-{uuid.uuid4().hex}")
     else:
         env = request.getfixturevalue("infrastructure")
         b = OutboxBus(env["CHANCERY_ORDERS_DATABASE_URL"], env["CHANCERY_BROKER_URL"])

@@ -58,6 +58,8 @@ class FakeDns:
                 data, peer = self.socket.recvfrom(4096)
             except OSError:
                 return
+            if self.stopped:  # close()'s wake-up call
+                return
             try:
                 reply = self._answer(data)
             except Exception:  # noqa: BLE001 - a test server ignores what it cannot parse
@@ -103,7 +105,12 @@ class FakeDns:
             response.answer.append(dns.rrset.from_rdata_list(owner, 60, rdatas))
 
     def close(self) -> None:
+        """Stop the server thread, then close its socket: closing it under the thread
+        would fail the thread's next ``sendto``."""
         self.stopped = True
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as waker:
+            waker.sendto(b"", ("127.0.0.1", self.port))
+        self.thread.join(5)
         self.socket.close()
 
 
