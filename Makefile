@@ -5,8 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 PACKAGES := shared deploy services/identity services/orders services/ca-signer services/ledger services/audit
 STAMP := $(VENV)/.chancery-installed
+DEV_STAMP := $(VENV)/.chancery-dev-installed
 
-.PHONY: help venv system-packages run up down status test test-unit test-e2e lint compose lock clean bench-crl bench-signer bench-ledger bench-audit bench-relay chaos bench
+.PHONY: help venv dev-venv system-packages run up down status test test-unit test-e2e lint compose lock clean bench-crl bench-signer bench-ledger bench-audit bench-relay chaos bench
 
 help:
 	@echo "make run     - embedded Chancery on http://127.0.0.1:$${CHANCERY_PORT:-8080} (SQLite, in-memory bus)"
@@ -14,13 +15,25 @@ help:
 	@echo "make up/down - the distributed stack on this machine (RabbitMQ, PostgreSQL, gunicorn, nginx)"
 	@echo "make lint    - ruff"
 
+# The runtime (`make run`, `make up`): requirements.lock and this repository's packages.
+# pip's own lines are the progress; the warm-cache install takes about 20 s.
 $(STAMP): requirements.lock $(foreach p,$(PACKAGES),$(p)/pyproject.toml)
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock
+	@test -x $(BIN)/python || { echo "==> creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
+	@echo "==> installing the runtime ($$(grep -c '==' requirements.lock) pinned packages from requirements.lock)"
+	$(BIN)/pip install --disable-pip-version-check --progress-bar on -r requirements.lock
+	@echo "==> installing Chancery's own packages (editable)"
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation $(foreach p,$(PACKAGES),-e $(p))
-	touch $@
+	@touch $@
+
+# Tests, linting and benchmarks add requirements-dev.lock (same versions, more packages).
+$(DEV_STAMP): $(STAMP) requirements-dev.lock
+	@echo "==> installing test and benchmark tools (requirements-dev.lock)"
+	$(BIN)/pip install --disable-pip-version-check --progress-bar on -r requirements-dev.lock
+	@touch $@
 
 venv: $(STAMP)
+
+dev-venv: $(DEV_STAMP)
 
 # Debian packages for the distributed mode and its tests (root only; a no-op when present).
 system-packages:
@@ -39,57 +52,63 @@ down:
 status:
 	$(BIN)/chancery-stack status
 
-test: venv system-packages
+test: dev-venv system-packages
 	$(BIN)/python -m pytest
 
-test-unit: venv
+test-unit: dev-venv
 	$(BIN)/python -m pytest -m "not e2e"
 
 # Benchmarks print numbers and ratios against a baseline measured in the same run.
 # End to end through the gateway of the distributed stack (free ports, destroyed at the end):
 # certificates per second and latency at saturation and at a sustained rate, CPU per
 # component, ratio to raw signing; JSON and PNG in var/bench/. About 4 minutes.
-bench: venv system-packages
+bench: dev-venv system-packages
 	$(BIN)/python bench/bench_e2e.py
 
-bench-crl: venv
+bench-crl: dev-venv
 	$(BIN)/python services/ca-signer/bench_crl.py
 
 # Starts RabbitMQ and PostgreSQL on free ports for the run (stopped at the end); about 2-3 minutes.
-bench-signer: venv system-packages
+bench-signer: dev-venv system-packages
 	$(BIN)/python services/ca-signer/bench_signer.py
 
 # Seeds 1,000,000 audit entries in a throw-away PostgreSQL (free port, stopped at the end), then
 # times filtered pages per role; 8-12 minutes on a loaded 2-CPU box.
-bench-audit: venv system-packages
+bench-audit: dev-venv system-packages
 	$(BIN)/python services/audit/bench_audit.py
 
 # Reservations per second and p99, on one account and spread over many, on PostgreSQL
 # (started on a free port for the run, stopped at the end) and SQLite; about a minute.
-bench-ledger: venv system-packages
+bench-ledger: dev-venv system-packages
 	$(BIN)/python services/ledger/bench_ledger.py
 
 # Outbox relay messages/s and CPU per message, one broker confirm per message (the old path)
 # against one wait per batch, in the same run, on RabbitMQ and PostgreSQL started on free
 # ports for the run (stopped at the end); 5,000 messages a run, about 1-2 minutes.
-bench-relay: venv system-packages
+bench-relay: dev-venv system-packages
 	$(BIN)/python shared/bench_relay.py
 
 # Fault runs on their own distributed stack: 500 orders while RabbitMQ, a signer worker,
 # PostgreSQL and the orders relay are killed and restarted; also part of `make test`.
-chaos: venv system-packages
+chaos: dev-venv system-packages
 	$(BIN)/python -m pytest tests/chaos
 
-lint: venv
+lint: dev-venv
 	$(BIN)/ruff check .
 
 compose: venv
 	$(BIN)/chancery-stack compose > docker-compose.yml
 
+# Both locks from the .in files: the runtime alone, then the development tools on top,
+# constrained to the runtime's versions so the two never disagree.
 lock:
 	rm -rf /tmp/chancery-lock && $(PYTHON) -m venv /tmp/chancery-lock
 	/tmp/chancery-lock/bin/pip install --quiet -r requirements.in
 	/tmp/chancery-lock/bin/pip freeze --all | grep -v '^pip==' > requirements.lock
+	rm -rf /tmp/chancery-lock && $(PYTHON) -m venv /tmp/chancery-lock
+	/tmp/chancery-lock/bin/pip install --quiet -r requirements-dev.in -c requirements.lock
+	/tmp/chancery-lock/bin/pip freeze --all | grep -v '^pip==' > requirements-dev.lock
+	rm -rf /tmp/chancery-lock
 
 clean:
 	rm -rf $(VENV) var
