@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Debian packages the distributed mode (`make up`) and its tests need.
+# Debian packages the distributed mode (`make up`) and its tests need, and the browser
+# (Chromium and its WebDriver) the browser tests drive.
 #
 # Idempotent: installs only what is missing, and only when run as root on Debian.
 # Otherwise it lists what is missing and exits 0, leaving the tests to decide (they
@@ -22,16 +23,20 @@ have_postgres_server || missing+=(postgresql)
 [[ -x /usr/sbin/nginx ]] || command -v nginx >/dev/null 2>&1 || missing+=(nginx)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v softhsm2-util >/dev/null 2>&1 || missing+=(softhsm2)
+[[ -x /usr/bin/chromium ]] || missing+=(chromium)
+[[ -x /usr/bin/chromedriver ]] || missing+=(chromium-driver)
+[[ -d /usr/share/fonts/truetype/dejavu ]] || missing+=(fonts-dejavu-core)
 
 if [[ ${#missing[@]} -eq 0 ]]; then
-    echo "system packages: all present (rabbitmq-server, postgresql, nginx, openssl, softhsm2)"
+    echo "system packages: all present (rabbitmq-server, postgresql, nginx, openssl, softhsm2," \
+         "chromium, chromium-driver, fonts)"
     exit 0
 fi
 
 if [[ $(id -u) -ne 0 || ! -f /etc/debian_version ]] || ! command -v apt-get >/dev/null 2>&1; then
     echo "system packages missing: ${missing[*]}"
     echo "  install them as root on Debian: sudo make system-packages"
-    echo "  (the distributed-mode tests skip without them, and fail when CI=true)"
+    echo "  (the distributed-mode and browser tests skip without them, and fail when CI=true)"
     exit 0
 fi
 

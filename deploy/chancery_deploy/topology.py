@@ -32,7 +32,8 @@ class Service:
     index: int
     """Port slot: the web process listens on `service_base + index`."""
     extra_prefixes: tuple[str, ...] = ()
-    """Public prefixes outside `/api/` that it also owns (`/ca/` for ca-signer)."""
+    """Public prefixes outside its `/api/<name>/` that it also owns (`/ca/` for ca-signer,
+    the API browser's `/api/docs` for identity)."""
 
     @property
     def slug(self) -> str:
@@ -68,7 +69,7 @@ class Service:
 
 
 SERVICES: tuple[Service, ...] = (
-    Service("identity", "identity", 1),
+    Service("identity", "identity", 1, ("/api/docs",)),
     Service("orders", "orders", 2),
     Service("ca-signer", "ca", 3, ("/ca/",)),
     Service("ledger", "ledger", 4),

@@ -38,7 +38,8 @@ class EmbeddedChancery:
         self.services: dict[str, Service] = {
             name: cls(self.runtime) for name, cls in service_classes().items()}
         self.apps = {svc.api_name: svc.create_app() for svc in self.services.values()}
-        self.gateway = Gateway(self.apps, extra_prefixes={"/ca/": "ca"})
+        self.gateway = Gateway(self.apps, extra_prefixes={"/ca/": "ca",
+                                                        "/api/docs": "identity"})
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._server: Any = None

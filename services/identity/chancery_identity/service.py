@@ -11,6 +11,8 @@ from datetime import datetime, timedelta
 from chancery_shared import config as cfg
 from chancery_shared.messaging.envelope import Actor, utcnow
 from chancery_shared.service import BackgroundJob, Runtime, Service
+from chancery_shared.web import api_browser
+from flask import Flask
 
 from chancery_identity import handlers, model, sign_in, views
 from chancery_identity.credentials import TokenIssuer
@@ -102,6 +104,11 @@ class IdentityService(Service):
 
     def blueprints(self):
         return [views.api, views.wellknown]
+
+    def extra_routes(self, app: Flask) -> None:
+        """The API browser over every service's OpenAPI document, at ``/api/docs/``: the
+        front door integrators open first, served here beside sign-in."""
+        app.register_blueprint(api_browser.blueprint())
 
     def background_jobs(self) -> list[BackgroundJob]:
         return [self._housekeeping]
