@@ -21,6 +21,7 @@ import threading
 
 from chancery_shared import config as cfg
 from chancery_shared import migrations
+from chancery_shared.messaging import topology
 from chancery_shared.service import Runtime, build, service_classes
 
 
@@ -141,10 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("bootstrap-dev")
     p.add_argument("service", choices=cfg.SERVICES)
     p.set_defaults(func=cmd_bootstrap_dev)
-    p = sub.add_parser("dead-letters")
+    p = sub.add_parser("dead-letters", help="show or replay a queue's dead letters")
     p.add_argument("action", choices=["list", "replay"])
-    p.add_argument("queue")
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("queue", choices=sorted(topology.QUEUES),
+                   help="the queue the messages failed on (its <queue>.dead holds them)")
+    p.add_argument("--limit", type=int, default=50, help="at most this many (50)")
     p.set_defaults(func=cmd_dead_letters)
     p = sub.add_parser("makemigration")
     p.add_argument("service", choices=cfg.SERVICES)
