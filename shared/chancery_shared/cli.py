@@ -40,6 +40,7 @@ def cmd_embedded(args: argparse.Namespace) -> int:
     chancery.start()
     password = chancery.runtime.platform.dev_password
     print(f"Chancery (embedded) on http://127.0.0.1:{port}")
+    print(f"  API browser: http://127.0.0.1:{port}/api/docs/")
     if chancery.runtime.platform.dev_bootstrap:
         print("  development accounts: operator@chancery.local and admin@example.com")
         if password == "chancery-dev-password":

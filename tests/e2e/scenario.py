@@ -78,7 +78,14 @@ def p256_csr(common_name: str) -> str:
 def run_happy_path(base_url: str, password: str) -> dict[str, Any]:
     anonymous = Api(base_url)
     operator = anonymous.login("operator@chancery.local", password)
-    admin = anonymous.login("admin@example.com", password)
+    # an account of its own: the development account is shared with other tests (the
+    # README's walk-through submits example.com there too)
+    tag = uuid.uuid4().hex[:8]
+    admin_email, admin_password = f"admin-{tag}@skeleton-test.com", "Quartz-Meadow-Ferry-82"
+    expect(operator.post("/api/identity/v1/accounts", {
+        "name": f"Skeleton {tag}", "admin_email": admin_email, "admin_name": "Skeleton Admin",
+        "admin_password": admin_password}), 201)
+    admin = anonymous.login(admin_email, admin_password)
     admin_me = expect(admin.get("/api/identity/v1/me"), 200)
 
     # 1. the admin submits example.com and the operator validates it by hand
