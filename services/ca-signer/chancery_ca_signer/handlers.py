@@ -16,6 +16,7 @@ from typing import Any
 
 from chancery_shared.messaging.envelope import Actor, Context, Envelope, isoformat, utcnow
 from chancery_shared.messaging.unit_of_work import UnitOfWork
+from chancery_shared.subscriber_keys import WEAK_KEY_RULES, spki_sha256
 from chancery_shared.web.problems import NotFound
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -24,7 +25,14 @@ from sqlalchemy.exc import IntegrityError
 
 from chancery_ca_signer import authorities
 from chancery_ca_signer.keyring import KeyRing
-from chancery_ca_signer.model import Crl, IssuedCertificate, Issuer, OcspResponder, OcspResponse
+from chancery_ca_signer.model import (
+    BlockedKey,
+    Crl,
+    IssuedCertificate,
+    Issuer,
+    OcspResponder,
+    OcspResponse,
+)
 from chancery_ca_signer.pki import ocsp as ocsp_answers
 from chancery_ca_signer.pki.crl import CRL_VALIDITY, REASON_FLAGS, RevokedEntry, build_crl
 from chancery_ca_signer.pki.csr import CsrRejected, parse_csr
@@ -133,9 +141,11 @@ def sign_certificate(envelope: Envelope, uow: UnitOfWork, keys: KeyRing,
                            "no issuing CA is configured for this profile", [])
         return
     try:
-        csr = parse_csr(data["csr_pem"])
+        csr = parse_csr(data["csr_pem"], is_key_blocked=functools.partial(is_key_blocked, uow))
     except CsrRejected as exc:
-        _announce_rejected(uow, context, order_id, issuance_id, exc.reason, [])
+        reason = (f"key_blocked ({exc.rule}): {exc.reason}" if exc.rule in WEAK_KEY_RULES
+                  else exc.reason)
+        _announce_rejected(uow, context, order_id, issuance_id, reason, [])
         return
     if record is None:
         # Record the intent (serial reserved) durably before any signature exists.
@@ -191,6 +201,28 @@ def sign_certificate(envelope: Envelope, uow: UnitOfWork, keys: KeyRing,
     _announce_issued(uow, context, record, issuer)
 
 
+def is_key_blocked(uow: UnitOfWork, spki: str) -> bool:
+    """Is the key (its SPKI SHA-256) on the blocklist of compromised keys?"""
+    return uow.session.get(BlockedKey, spki) is not None
+
+
+def block_key(uow: UnitOfWork, context: Context, spki: str, reason: str, *, source: str,
+              serial: str | None = None, account_id: str | None = None) -> bool:
+    """Put a key on the blocklist and announce it (``ca_signer.key.blocked``); False when
+    it was there already. The caller commits."""
+    if is_key_blocked(uow, spki):
+        return False
+    uow.session.add(BlockedKey(spki_sha256=spki, reason=reason, source=source, serial=serial,
+                               account_id=account_id, blocked_at=utcnow()))
+    uow.event("ca_signer.key.blocked", context, subject=("key", spki),
+              summary=f"ca-signer blocked the key {spki[:16]}… ({reason}"
+                      + (f", certificate {serial})" if serial else ")")
+                      + "; no certificate will be issued for it again",
+              data={"spki_sha256": spki, "reason": reason, "source": source,
+                    "serial": serial})
+    return True
+
+
 # RFC 5280 CRLReason names (5.3.1) in snake_case; orders offers the subscriber's subset.
 REVOCATION_REASONS = ("unspecified", "key_compromise", "ca_compromise", "affiliation_changed",
                       "superseded", "cessation_of_operation", "certificate_hold",
@@ -235,6 +267,12 @@ def revoke_certificate(envelope: Envelope, uow: UnitOfWork, now: datetime | None
         # a cached "good" answer must not outlive the revocation
         uow.session.execute(delete(OcspResponse).where(
             OcspResponse.issuer_id == record.issuer_id, OcspResponse.serial == serial))
+    if data["reason"] == "key_compromise" and record.certificate_pem:
+        # the key is compromised whatever the certificate was first revoked for
+        certificate = x509.load_pem_x509_certificate(record.certificate_pem.encode())
+        block_key(uow, context.with_account(record.account_id),
+                  spki_sha256(certificate.public_key()), "key_compromise",
+                  source="revocation", serial=serial, account_id=record.account_id)
     assert record.revoked_at is not None and record.revocation_reason is not None
     # SQLite forgets the zone of a stored time; every time here is UTC
     revoked_at = isoformat(record.revoked_at if record.revoked_at.tzinfo

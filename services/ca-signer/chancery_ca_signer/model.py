@@ -152,3 +152,22 @@ class Crl(Base):
     next_update: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     entries: Mapped[int] = mapped_column(Integer)
     der: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class BlockedKey(Base):
+    """A subscriber key this CA never certifies again (BR 6.1.1.3(4)): one reported
+    compromised, named by the SHA-256 of its SubjectPublicKeyInfo, whoever's it was.
+
+    Recorded when a certificate is revoked for ``key_compromise`` (``serial``, the
+    account it belonged to); announced as ``ca_signer.key.blocked`` so that orders refuses
+    the key when a request is placed. The signer checks this table before every
+    signature, as the last line.
+    """
+
+    __tablename__ = "blocked_keys"
+    spki_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(40))
+    source: Mapped[str] = mapped_column(String(40))  # "revocation"
+    serial: Mapped[str | None] = mapped_column(String(64))
+    account_id: Mapped[str | None] = mapped_column(String(64))
+    blocked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -21,7 +21,9 @@ from chancery_ca_signer.model import IssuedCertificate, messaging
 from chancery_ca_signer.pki.keys import EncryptedPemKey
 from chancery_ca_signer.service import CaSignerService
 from chancery_shared.messaging.envelope import Actor, Context, Envelope, new_envelope
+from chancery_shared.subscriber_keys import spki_sha256
 from chancery_shared.testing import make_runtime
+from chancery_shared.weak_keys import fermat_weak_key, roca_weak_key
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, rsa
@@ -110,11 +112,11 @@ def tampered_csr_pem() -> str:
 
 
 def sign_command(csr: str, *, order_id: str | None = None,
-                 issuance_id: str | None = None) -> Envelope:
+                 issuance_id: str | None = None, account_id: str = ACCOUNT) -> Envelope:
     order_id = order_id or str(uuid.uuid4())
     return new_envelope(
         type="ca_signer.certificate.sign", source="orders",
-        context=Context(actor=Actor.service("orders"), account_id=ACCOUNT,
+        context=Context(actor=Actor.service("orders"), account_id=account_id,
                         correlation_id=order_id),
         subject_type="order", subject_id=order_id, summary="test sign",
         data={"order_id": order_id, "issuance_id": issuance_id or str(uuid.uuid4()),
@@ -151,7 +153,7 @@ REFUSED: list[tuple[str, Callable[[], str], str]] = [
     ("RSA 2047", lambda: csr_pem(rsa.generate_private_key(65537, 2047)),
      "RSA key is 2047 bits; at least 2048"),
     ("RSA 2052, not a multiple of 8", lambda: csr_pem(rsa.generate_private_key(65537, 2052)),
-     "RSA key is 2052 bits; the modulus size must be a multiple of 8"),
+     "RSA key is 2052 bits, which is not a multiple of 8"),
     ("ECDSA P-192", lambda: csr_pem(ec.generate_private_key(ec.SECP192R1())),
      "curve secp192r1 is not allowed"),
     ("ECDSA secp256k1", lambda: csr_pem(ec.generate_private_key(ec.SECP256K1())),
@@ -160,6 +162,10 @@ REFUSED: list[tuple[str, Callable[[], str], str]] = [
     ("Ed25519", lambda: csr_pem(ed25519.Ed25519PrivateKey.generate()),
      "Ed25519 keys are not allowed"),
     ("signature does not verify", tampered_csr_pem, "CSR signature does not verify"),
+    ("RSA primes close together", lambda: csr_pem(fermat_weak_key()),
+     "key_blocked (rsa_fermat): the RSA key's primes are so close together"),
+    ("RSA key vulnerable to ROCA", lambda: csr_pem(roca_weak_key()),
+     "key_blocked (rsa_roca): the RSA key was made by a generator vulnerable to ROCA"),
 ]
 
 
@@ -262,3 +268,60 @@ def test_a_redelivery_after_a_crash_issues_one_certificate_with_the_recorded_ser
     certificate = x509.load_pem_x509_certificate(issued["data"]["certificate_pem"].encode())
     assert certificate.serial_number == int(intent.serial, 16)
     assert outbox(signer, "ca_signer.certificate.rejected") == []
+
+
+# --- keys reported compromised -----------------------------------------------------------
+
+
+def revoke_command(serial: str, reason: str, account_id: str = ACCOUNT) -> Envelope:
+    return new_envelope(
+        type="ca_signer.certificate.revoke", source="orders",
+        context=Context(actor=Actor(user_id="u-1", user_name="Ada Admin"),
+                        account_id=account_id),
+        subject_type="certificate", subject_id=serial, summary="test revoke",
+        data={"serial": serial, "reason": reason})
+
+
+def test_a_key_revoked_for_compromise_is_never_signed_again_for_anyone(signer, ca_signatures):
+    key = ec.generate_private_key(ec.SECP256R1())
+    first = sign_command(csr_pem(key))
+    assert deliver(signer, first)
+    [issued] = outbox(signer, "ca_signer.certificate.issued")
+
+    assert deliver(signer, revoke_command(issued["data"]["serial"], "key_compromise"))
+
+    [blocked] = outbox(signer, "ca_signer.key.blocked")
+    spki = spki_sha256(key.public_key())
+    assert blocked["data"] == {"spki_sha256": spki, "reason": "key_compromise",
+                               "source": "revocation", "serial": issued["data"]["serial"]}
+    assert blocked["account_id"] == ACCOUNT
+    made = ca_signatures.made
+    again = sign_command(csr_pem(key), account_id="acct-" + "2" * 31)  # another customer
+    assert deliver(signer, again)
+    [rejected] = outbox(signer, "ca_signer.certificate.rejected")
+    assert rejected["data"]["order_id"] == again.data["order_id"]
+    assert rejected["data"]["reason"].startswith("key_blocked (compromised): ")
+    assert ca_signatures.made == made  # nothing more was signed
+    # another key is still signed
+    assert deliver(signer, sign_command(csr_pem(ec.generate_private_key(ec.SECP256R1()))))
+    assert len(outbox(signer, "ca_signer.certificate.issued")) == 2
+
+
+def test_revocations_for_other_reasons_block_nothing(signer):
+    key = ec.generate_private_key(ec.SECP256R1())
+    assert deliver(signer, sign_command(csr_pem(key)))
+    [issued] = outbox(signer, "ca_signer.certificate.issued")
+    assert deliver(signer, revoke_command(issued["data"]["serial"], "superseded"))
+    assert outbox(signer, "ca_signer.key.blocked") == []
+    assert deliver(signer, sign_command(csr_pem(key)))
+    assert len(outbox(signer, "ca_signer.certificate.issued")) == 2
+
+
+def test_a_second_compromise_report_of_the_same_key_is_announced_once(signer):
+    key = ec.generate_private_key(ec.SECP256R1())
+    for _ in range(2):
+        assert deliver(signer, sign_command(csr_pem(key)))
+    first, second = outbox(signer, "ca_signer.certificate.issued")
+    for issued in (first, second):
+        assert deliver(signer, revoke_command(issued["data"]["serial"], "key_compromise"))
+    assert len(outbox(signer, "ca_signer.key.blocked")) == 1

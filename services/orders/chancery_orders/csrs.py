@@ -2,40 +2,57 @@
 
 The registration authority refuses a bad CSR at once, while the requester is still at
 the form, rather than after approval and payment: it must parse, its self-signature
-must verify (the requester holds the private key), and the key must be one the
-Baseline Requirements allow (RSA >= 2048 bits and a multiple of 8, or ECDSA on P-256,
-P-384 or P-521). The names it carries (subject CN, subjectAltName) are returned so the
+must verify (the requester holds the private key), and the key must pass the same key
+policy ca-signer applies before signing (:mod:`chancery_shared.subscriber_keys`: sizes,
+curves, RSA weaknesses, and this service's copy of the compromised-key blocklist). The
+names it carries (subject CN, subjectAltName) are returned so the
 order can require them to be among the requested names. ca-signer checks again, and
 more deeply, before it signs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from chancery_shared.subscriber_keys import (
+    WEAK_KEY_RULES,
+    KeyRefused,
+    check_subscriber_key,
+    spki_sha256,
+)
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 MAX_CSR_BYTES = 64 * 1024
-MIN_RSA_BITS = 2048
-ALLOWED_CURVES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
 
 
 class CsrRejected(ValueError):
-    """The CSR is not acceptable; the message is safe to show to the requester."""
+    """The CSR is not acceptable; the message is safe to show to the requester. ``rule``
+    names the key-policy rule when the key itself was refused."""
+
+    def __init__(self, message: str, rule: str | None = None) -> None:
+        super().__init__(message)
+        self.rule = rule
+
+    @property
+    def key_blocked(self) -> bool:
+        """The key must never be certified (weak or compromised), not merely not offered."""
+        return self.rule in WEAK_KEY_RULES
 
 
 @dataclass(frozen=True)
 class CheckedCsr:
     pem: str
     key_description: str  # "RSA 2048", "ECDSA P-256"
+    spki_sha256: str = ""  # the key's SubjectPublicKeyInfo SHA-256 (hex): the blocklists' name
     names: tuple[str, ...] = ()  # as written in the CSR: CN values, then dNSName and IP SANs
 
 
-def check_csr(pem: str) -> CheckedCsr:
-    """Parse ``pem``, verify its signature and apply the key policy."""
+def check_csr(pem: str, is_key_blocked: Callable[[str], bool] | None = None) -> CheckedCsr:
+    """Parse ``pem``, verify its signature and apply the key policy (``is_key_blocked``:
+    the test against the compromised-key blocklist)."""
     if not pem or not pem.strip():
         raise CsrRejected("is empty; paste the PEM text of the CSR")
     data = pem.strip().encode("utf-8", "replace")
@@ -50,7 +67,10 @@ def check_csr(pem: str) -> CheckedCsr:
         public_key = csr.public_key()
     except (ValueError, UnsupportedAlgorithm) as exc:
         raise CsrRejected("holds a public key of an unsupported type") from exc
-    description = _check_key(public_key)
+    try:
+        description = check_subscriber_key(public_key, is_key_blocked=is_key_blocked)
+    except KeyRefused as exc:
+        raise CsrRejected(f"is refused: {exc.reason}", rule=exc.rule) from None
     try:
         signature_ok = csr.is_signature_valid
     except (ValueError, UnsupportedAlgorithm) as exc:
@@ -58,7 +78,7 @@ def check_csr(pem: str) -> CheckedCsr:
     if not signature_ok:
         raise CsrRejected("has a signature that does not verify; it was altered or damaged")
     return CheckedCsr(pem=data.decode("ascii", "replace") + "\n", key_description=description,
-                      names=_names_in(csr))
+                      spki_sha256=spki_sha256(public_key), names=_names_in(csr))
 
 
 def _names_in(csr: x509.CertificateSigningRequest) -> tuple[str, ...]:
@@ -77,23 +97,3 @@ def _names_in(csr: x509.CertificateSigningRequest) -> tuple[str, ...]:
     for address in san.get_values_for_type(x509.IPAddress):
         names.setdefault(str(address), None)
     return tuple(names)
-
-
-def _check_key(public_key: object) -> str:
-    if isinstance(public_key, rsa.RSAPublicKey):
-        bits = public_key.key_size
-        if bits < MIN_RSA_BITS:
-            raise CsrRejected(f"has an RSA key of {bits} bits; at least {MIN_RSA_BITS} "
-                              "are required")
-        if bits % 8:
-            raise CsrRejected(f"has an RSA key of {bits} bits, which is not a multiple of 8")
-        return f"RSA {bits}"
-    if isinstance(public_key, ec.EllipticCurvePublicKey):
-        curve = ALLOWED_CURVES.get(public_key.curve.name)
-        if curve is None:
-            raise CsrRejected(f"uses the elliptic curve {public_key.curve.name}; only P-256, "
-                              "P-384 and P-521 are allowed")
-        return f"ECDSA {curve}"
-    kind = type(public_key).__name__.replace("PublicKey", "").lstrip("_") or "unknown"
-    raise CsrRejected(f"holds a {kind} key; only RSA (2048 bits or more) and ECDSA "
-                      "(P-256, P-384, P-521) keys are allowed")

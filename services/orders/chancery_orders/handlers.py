@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -45,6 +46,7 @@ from chancery_orders.model import (
     ISSUING,
     PENDING_APPROVAL,
     PLAN_RENEWAL,
+    BlockedKey,
     Certificate,
     Domain,
     Issuance,
@@ -254,15 +256,39 @@ class _Problems:
 
     def __init__(self) -> None:
         self.errors: dict[str, list[str]] = {}
+        self.key_rule: str | None = None  # the key policy rule that blocked the CSR's key
 
     def add(self, field: str, message: str) -> None:
         self.errors.setdefault(field, []).append(message)
 
+    def add_csr_refusal(self, refusal: CsrRejected) -> None:
+        self.add("csr", str(refusal))
+        if refusal.key_blocked:
+            self.key_rule = refusal.rule
+
     def raise_if_any(self) -> None:
-        if self.errors:
-            detail = "; ".join(f"{field}: {' '.join(messages)}"
-                               for field, messages in self.errors.items())
-            raise Unprocessable(detail, code="validation_failed", errors=self.errors)
+        if not self.errors:
+            return
+        detail = "; ".join(f"{field}: {' '.join(messages)}"
+                           for field, messages in self.errors.items())
+        if self.key_rule is not None:  # a key that must never be certified says so
+            raise Unprocessable(detail, code="key_blocked", rule=self.key_rule,
+                                errors=self.errors)
+        raise Unprocessable(detail, code="validation_failed", errors=self.errors)
+
+
+def key_is_blocked(uow: UnitOfWork) -> Callable[[str], bool]:
+    """The test of a key (its SPKI SHA-256) against orders' copy of the blocklist."""
+    return lambda spki: uow.session.get(BlockedKey, spki) is not None
+
+
+def key_blocked(uow: UnitOfWork, envelope: Envelope) -> None:
+    """``ca_signer.key.blocked``: keep the key in orders' copy of the blocklist (once)."""
+    spki = envelope.data["spki_sha256"]
+    if uow.session.get(BlockedKey, spki) is None:
+        uow.session.add(BlockedKey(spki_sha256=spki, reason=envelope.data["reason"],
+                                   blocked_at=utcnow()))
+    uow.commit()
 
 
 def _check_names(new: NewOrder, product: Product | None, problems: _Problems) -> list[str]:
@@ -394,9 +420,9 @@ def _check_request(uow: UnitOfWork, principal: Principal, new: NewOrder, *,
     names = _check_names(new, product, problems)
     checked_csr = None
     try:
-        checked_csr = check_csr(new.csr)
+        checked_csr = check_csr(new.csr, key_is_blocked(uow))
     except CsrRejected as exc:
-        problems.add("csr", str(exc))
+        problems.add_csr_refusal(exc)
     if checked_csr is not None and not {"common_name", "sans"} & set(problems.errors):
         _check_csr_names(checked_csr, names, problems)
     if unit == "requester":

@@ -38,6 +38,7 @@ from chancery_orders.handlers import (
     _person,
     _Problems,
     _visible_order,
+    key_is_blocked,
     send_revoke_command,
     send_sign_command,
     submit_order,
@@ -148,9 +149,9 @@ def reissue_order(uow: UnitOfWork, principal: Principal, context: Context, order
                                       csr=request.csr), order.product, problems)
     checked = None
     try:
-        checked = check_csr(request.csr)
+        checked = check_csr(request.csr, key_is_blocked(uow))
     except CsrRejected as exc:
-        problems.add("csr", str(exc))
+        problems.add_csr_refusal(exc)
     if checked is not None and "sans" not in problems.errors:
         _check_csr_names(checked, names, problems)
     problems.raise_if_any()

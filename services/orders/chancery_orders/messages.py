@@ -30,6 +30,10 @@ def on_certificate_revoked(envelope: Envelope, uow: UnitOfWork) -> None:
     lifecycle.certificate_revoked(uow, envelope)
 
 
+def on_key_blocked(envelope: Envelope, uow: UnitOfWork) -> None:
+    handlers.key_blocked(uow, envelope)
+
+
 def on_unit_changed(envelope: Envelope, uow: UnitOfWork) -> None:
     handlers.unit_changed(uow, envelope)
 
@@ -44,6 +48,7 @@ HANDLERS = {
     "ca_signer.certificate.issued": on_certificate_issued,
     "ca_signer.certificate.rejected": on_certificate_rejected,
     "ca_signer.certificate.revoked": on_certificate_revoked,
+    "ca_signer.key.blocked": on_key_blocked,
     "identity.unit.created": on_unit_changed,
     "identity.unit.updated": on_unit_changed,
     "identity.user.created": on_user_changed,

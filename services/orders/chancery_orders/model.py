@@ -629,3 +629,14 @@ class OrderAssignee(Base):
 def csr_fingerprint(pem: str) -> str:
     """A short, stable name for a CSR in diffs and history (never the PEM itself)."""
     return "sha256:" + hashlib.sha256(pem.strip().encode()).hexdigest()[:16]
+
+
+class BlockedKey(Base):
+    """orders' copy of ca-signer's blocklist of compromised subscriber keys (from
+    ``ca_signer.key.blocked``), by SPKI SHA-256: a request with such a key is refused
+    when it is placed (``key_blocked``), in any account, before anything is charged."""
+
+    __tablename__ = "blocked_keys"
+    spki_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(40))
+    blocked_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

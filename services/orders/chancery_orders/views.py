@@ -92,7 +92,9 @@ def approve_domain(body: dict[str, Any], domain_id: str) -> Any:
 @api.response(201, schemas.OrderSchema)
 def submit_order(body: dict[str, Any]) -> Any:
     """Request a certificate. Approved at once when the requester may approve it and every
-    name is covered by a validated domain; otherwise it waits for an approver."""
+    name is covered by a validated domain; otherwise it waits for an approver. A key that
+    must never be certified (weak, or reported compromised) is a 422 ``key_blocked``
+    naming the ``rule``."""
     principal = require(Permission.REQUEST_CERTIFICATES)
     new = handlers.NewOrder(
         product=body["product"], term_years=body["term_years"],

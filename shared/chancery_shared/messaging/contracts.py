@@ -335,6 +335,17 @@ class CertificateRevoked(Payload):
     revoked_at = Time(required=True)
 
 
+@register("ca_signer.key.blocked")
+class KeyBlocked(Payload):
+    """A subscriber key put on the blocklist (reported compromised): no certificate is
+    issued for it again, in any account. orders keeps a copy to refuse it at once."""
+
+    spki_sha256 = fields.String(required=True, validate=validate.Regexp(r"^[0-9a-f]{64}$"))
+    reason = fields.String(required=True)
+    source = fields.String(required=True)
+    serial = fields.String(allow_none=True, load_default=None)
+
+
 @register("ca_signer.crl.published")
 class CrlPublished(Payload):
     issuer_id = Id(required=True)

@@ -37,7 +37,7 @@ QUEUES: dict[str, QueueSpec] = {
             "orders.events", "orders",
             ("ledger.funds.reserved", "ledger.funds.declined",
              "ca_signer.certificate.issued", "ca_signer.certificate.rejected",
-             "ca_signer.certificate.revoked",
+             "ca_signer.certificate.revoked", "ca_signer.key.blocked",
              "identity.unit.created", "identity.unit.updated",
              "identity.user.created", "identity.user.updated", "identity.user.deactivated"),
             "the order saga's answers from ledger and ca-signer, and identity's read model",

@@ -1,65 +1,16 @@
-import math
 import secrets
 
 import pytest
 from chancery_ca_signer.pki.csr import CsrRejected, check_subscriber_public_key, parse_csr
+from chancery_shared.weak_keys import next_prime, roca_style_prime
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-# --- helpers to construct weak RSA moduli -------------------------------------------
-
-
-_SMALL_PRIMES = [p for p in range(2, 3000) if all(p % q for q in range(2, int(p**0.5) + 1))]
-_SMALL_PRIMORIAL = math.prod(_SMALL_PRIMES)
-
-
-def _is_probable_prime(n: int, rounds: int = 8) -> bool:
-    """Miller-Rabin, after a cheap gcd sieve against the primes below 3000 (n is large)."""
-    if n < 3000:
-        return n in _SMALL_PRIMES
-    if math.gcd(n, _SMALL_PRIMORIAL) != 1:
-        return False
-    d, s = n - 1, 0
-    while d % 2 == 0:
-        d //= 2
-        s += 1
-    for _ in range(rounds):
-        x = pow(secrets.randbelow(n - 3) + 2, d, n)
-        if x in (1, n - 1):
-            continue
-        for _ in range(s - 1):
-            x = pow(x, 2, n)
-            if x == n - 1:
-                break
-        else:
-            return False
-    return True
-
-
-def _next_prime(n: int) -> int:
-    n |= 1
-    while not _is_probable_prime(n):
-        n += 2
-    return n
+# --- weak RSA moduli: chancery_shared.weak_keys builds them --------------------------
 
 
 def _rsa_public(n: int, e: int = 65537) -> rsa.RSAPublicKey:
     return rsa.RSAPublicNumbers(e, n).public_key()
-
-
-def _roca_style_prime(bits: int) -> int:
-    """A prime of the Infineon form k*M + (65537^a mod M) (CVE-2017-15361)."""
-    primes = [p for p in range(2, 168) if all(p % q for q in range(2, int(p**0.5) + 1))]
-    m = math.prod(primes)
-    # k in [1.5 * 2^(bits-1) / m, 2^bits / m - 1]: the prime has exactly `bits` bits and is
-    # >= 1.5 * 2^(bits-1), so the product of two such primes has exactly 2*bits bits.
-    k_low = ((3 << (bits - 2)) + m - 1) // m
-    k_high = (1 << bits) // m - 1
-    while True:
-        k = k_low + secrets.randbelow(k_high - k_low)
-        candidate = k * m + pow(65537, secrets.randbelow(2**64), m)
-        if candidate < (1 << bits) and _is_probable_prime(candidate):
-            return candidate
 
 
 # --- accepted CSRs ---------------------------------------------------------------------
@@ -157,7 +108,7 @@ def test_oversized_csr_is_rejected():
 
 
 def test_roca_vulnerable_rsa_key_is_rejected():
-    n = _roca_style_prime(1024) * _roca_style_prime(1024)
+    n = roca_style_prime(1024) * roca_style_prime(1024)
     assert n.bit_length() == 2048
     with pytest.raises(CsrRejected, match="ROCA"):
         check_subscriber_public_key(_rsa_public(n))
@@ -165,7 +116,7 @@ def test_roca_vulnerable_rsa_key_is_rejected():
 
 def test_rsa_key_with_close_primes_is_rejected(rsa_key):
     p = rsa_key.private_numbers().p  # a random 1024-bit prime (top two bits set)
-    q = _next_prime(p + 2**20)
+    q = next_prime(p + 2**20)
     n = p * q
     assert n.bit_length() == 2048
     with pytest.raises(CsrRejected, match="Fermat"):

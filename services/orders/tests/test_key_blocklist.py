@@ -1,0 +1,96 @@
+"""Keys that must never be certified are refused when the request is placed.
+
+The key policy (chancery_shared.subscriber_keys) runs here as it does in ca-signer:
+RSA keys whose primes are close enough for Fermat's method or that ROCA factors, and
+keys on the blocklist of compromised keys, which orders keeps from
+``ca_signer.key.blocked``. The answer is a 422 ``key_blocked`` naming the rule, and
+nothing is created, so nothing is charged.
+"""
+
+from __future__ import annotations
+
+import pytest
+from chancery_orders.model import BlockedKey, Order
+from chancery_shared.subscriber_keys import spki_sha256
+from chancery_shared.weak_keys import fermat_weak_key, roca_weak_key
+from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy import func, select
+
+from .conftest import ACCOUNT, OTHER_ACCOUNT, csr_pem
+
+ORDERS = "/api/orders/v1/orders"
+
+
+def orders_in_database(harness) -> int:
+    with harness.service.session_factory() as session:
+        return session.execute(select(func.count()).select_from(Order)).scalar_one()
+
+
+def refused(harness, body, account_id=ACCOUNT):
+    before = orders_in_database(harness)
+    response = harness.client.post(ORDERS, json=body,
+                                   headers=harness.headers("admin", account_id=account_id))
+    assert orders_in_database(harness) == before  # nothing written, nothing to charge
+    return response
+
+
+@pytest.mark.parametrize(("make_key", "rule", "words"), [
+    (fermat_weak_key, "rsa_fermat", "Fermat"),
+    (roca_weak_key, "rsa_roca", "ROCA"),
+])
+def test_a_weak_rsa_key_is_refused_at_order_time(harness, order_body, make_key, rule, words):
+    harness.validate_domain("example.com")
+    response = refused(harness, order_body(csr=csr_pem(make_key())))
+    assert response.status_code == 422, response.json
+    assert response.content_type == "application/problem+json"
+    assert response.json["code"] == "key_blocked"
+    assert response.json["rule"] == rule
+    assert words in response.json["errors"]["csr"][0]
+
+
+def block(harness, key, serial="0badc0de"):
+    handled, _ = harness.deliver("ca_signer.key.blocked", {
+        "spki_sha256": spki_sha256(key.public_key()), "reason": "key_compromise",
+        "source": "revocation", "serial": serial}, source="ca-signer", account_id=OTHER_ACCOUNT)
+    assert handled
+
+
+def test_a_key_blocked_in_another_account_is_refused_here(harness, order_body):
+    harness.validate_domain("example.com")
+    key = ec.generate_private_key(ec.SECP256R1())
+    ok = harness.client.post(ORDERS, json=order_body(csr=csr_pem(key)),
+                             headers=harness.headers("admin"))
+    assert ok.status_code == 201, ok.json  # before the report, the key is fine
+
+    block(harness, key)  # revoked for key compromise in another account
+
+    response = refused(harness, order_body(csr=csr_pem(key)))
+    assert response.status_code == 422, response.json
+    assert (response.json["code"], response.json["rule"]) == ("key_blocked", "compromised")
+    assert "compromised" in response.json["errors"]["csr"][0]
+    other = ec.generate_private_key(ec.SECP256R1())
+    assert harness.client.post(ORDERS, json=order_body(csr=csr_pem(other)),
+                               headers=harness.headers("admin")).status_code == 201
+
+
+def test_the_blocklist_message_is_applied_once(harness):
+    key = ec.generate_private_key(ec.SECP256R1())
+    block(harness, key)
+    block(harness, key, serial="another")  # a second report of the same key: no error
+    with harness.service.session_factory() as session:
+        rows = session.execute(select(BlockedKey)).scalars().all()
+    assert [row.spki_sha256 for row in rows] == [spki_sha256(key.public_key())]
+
+
+def test_a_reissue_with_a_blocked_key_is_refused(harness, csr, self_signed):
+    from .lifecycle_support import call, issued_order
+
+    order = issued_order(harness, csr, self_signed)
+    key = ec.generate_private_key(ec.SECP256R1())
+    block(harness, key)
+    response = call(harness, "POST", f"{ORDERS}/{order['id']}/reissue", "admin",
+                    {"csr": csr_pem(key)})
+    assert response.status_code == 422, response.json
+    assert (response.json["code"], response.json["rule"]) == ("key_blocked", "compromised")
+    assert harness.outbox("ca_signer.certificate.sign")[-1]["data"]["order_id"] == order["id"]
+    assert len(harness.outbox("ca_signer.certificate.sign")) == 1  # only the first issuance
