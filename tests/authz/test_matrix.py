@@ -277,6 +277,14 @@ ROWS: list[Row] = [
 for _service in ("identity", "orders", "ca", "ledger", "audit"):
     for _leaf in ("healthz", "readyz", "metrics", "openapi.json"):
         ROWS.append(R("GET", f"/api/{_service}/{_leaf}", everyone(200)))
+# the API browser (served by identity): a public page over the public documents
+ROWS += [
+    R("GET", "/api/docs", everyone(200)),  # a redirect to /api/docs/, followed
+    R("GET", "/api/docs/", everyone(200)),
+    R("GET", "/api/docs/config.js", everyone(200)),
+    R("GET", "/api/docs/assets/{asset}", everyone(200),
+      fresh={"asset": lambda w: "swagger-ui.css"}),
+]
 
 CASES = [(row, principal) for row in ROWS for principal in PRINCIPALS]
 
