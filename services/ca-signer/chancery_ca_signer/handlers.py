@@ -561,7 +561,8 @@ def ocsp_answer(uow: UnitOfWork, keys: KeyRing, request_der: bytes,
     key = (found.id, format(request.serial_number, "x"), request.hash_algorithm.name)
     cached = uow.session.get(OcspResponse, key)
     if cached is not None and as_utc(cached.this_update) > now - OCSP_REFRESH_AFTER:
-        return ocsp_answers.Answer(cached.der, as_utc(cached.next_update))
+        return ocsp_answers.Answer(cached.der, as_utc(cached.next_update),
+                                   as_utc(cached.this_update), cached.status)
     issuer = uow.session.get(Issuer, found.id)
     assert issuer is not None
     try:

@@ -24,6 +24,9 @@ public_ca = Blueprint("public_ca", __name__, url_prefix="/ca",
 #: Longest time an HTTP cache may keep a CRL or an OCSP answer: revocations reach the
 #: CRL within a minute, so caches must not hold the previous one for days.
 MAX_CACHE_SECONDS = 3600
+#: How long an HTTP cache may keep an ``unknown`` answer: a serial nobody has a
+#: certificate for yet, which may become ``good`` once its signing finishes.
+UNKNOWN_CACHE_SECONDS = 60
 #: Larger OCSP requests are refused as malformed (RFC 5019 requests are ~100 bytes).
 MAX_OCSP_REQUEST_BYTES = 16 * 1024
 OCSP_RESPONSE = "application/ocsp-response"
@@ -49,11 +52,12 @@ def issuer_certificate(issuer_id):
                     headers={"Cache-Control": "public, max-age=86400"})
 
 
-def _cache_headers(payload: bytes, produced: datetime,
-                   next_update: datetime) -> dict[str, str]:
-    """Cacheable until next_update, at most MAX_CACHE_SECONDS (RFC 5019 6.2)."""
+def _cache_headers(payload: bytes, produced: datetime, next_update: datetime,
+                   longest: int = MAX_CACHE_SECONDS) -> dict[str, str]:
+    """Cacheable until next_update, at most ``longest`` seconds; ``Last-Modified`` is when
+    the payload was produced (a CRL's or an OCSP answer's thisUpdate, RFC 5019 6.2)."""
     now = utcnow()
-    max_age = max(0, min(MAX_CACHE_SECONDS, int((next_update - now).total_seconds())))
+    max_age = max(0, min(longest, int((next_update - now).total_seconds())))
     return {"Cache-Control": f"public, max-age={max_age}, no-transform, must-revalidate",
             "ETag": f'"{hashlib.sha256(payload).hexdigest()[:32]}"',
             "Last-Modified": http_date(produced),
@@ -82,8 +86,10 @@ def _ocsp(request_der: bytes, cacheable: bool) -> Response:
         request_der = b""
     with service.uow() as uow:
         answer = handlers.ocsp_answer(uow, service.keys, request_der, now)
-    if cacheable and answer.next_update is not None:
-        headers = _cache_headers(answer.der, now, answer.next_update)
+    if cacheable and answer.next_update is not None and answer.this_update is not None:
+        headers = _cache_headers(answer.der, answer.this_update, answer.next_update,
+                                 MAX_CACHE_SECONDS if answer.status in ("good", "revoked")
+                                 else UNKNOWN_CACHE_SECONDS)
     else:
         headers = {"Cache-Control": "no-store"}
     response = Response(answer.der, mimetype=OCSP_RESPONSE, headers=headers)

@@ -296,6 +296,22 @@ def test_ocsp_get_answers_are_cacheable_and_post_answers_are_not(ca):
     assert post.headers["Cache-Control"] == "no-store"
 
 
+def test_last_modified_is_the_answers_this_update_and_unknown_is_cached_briefly(ca):
+    from email.utils import parsedate_to_datetime
+
+    for which in ("good", "never issued"):
+        der = unknown_serial_request(ca.good, ca.issuing) if which == "never issued" else \
+            ocsp_request(ca.good, ca.issuing)
+        get, answer = ask(ca, der, "GET")
+        assert parsedate_to_datetime(get.headers["Last-Modified"]) == answer.this_update_utc
+        max_age = int(get.headers["Cache-Control"].split("max-age=")[1].split(",")[0])
+        if which == "good":
+            assert max_age == 3600
+        else:
+            assert answer.certificate_status == ocsp.OCSPCertStatus.UNKNOWN
+            assert 0 < max_age <= 60
+
+
 @pytest.mark.parametrize("method, body", [
     ("POST", b"not an ocsp request"),
     ("POST", b""),

@@ -107,10 +107,13 @@ def error_response(status: ocsp.OCSPResponseStatus) -> bytes:
 
 @dataclass(frozen=True)
 class Answer:
-    """A DER response and, for a successful one, how long it may be cached."""
+    """A DER response and, for a successful one, when it was produced (``this_update``),
+    until when it holds (``next_update``) and what it says (``status``)."""
 
     der: bytes
     next_update: datetime | None = None
+    this_update: datetime | None = None
+    status: str | None = None  # "good", "revoked" or "unknown"
 
 
 def parse_request(request_der: bytes) -> ocsp.OCSPRequest:
@@ -156,7 +159,8 @@ def sign_answer(request: ocsp.OCSPRequest, issuer: OcspIssuer, state: Certificat
             raise ValueError(f"issuer {issuer.id} has neither a responder nor a key")
         builder = builder.responder_id(ocsp.OCSPResponderEncoding.HASH, issuer.certificate)
         response = issuer.key.sign_ocsp_response(builder)
-    return Answer(response.public_bytes(serialization.Encoding.DER), next_update)
+    return Answer(response.public_bytes(serialization.Encoding.DER), next_update, this_update,
+                  state.status if state.status in ("good", "revoked") else "unknown")
 
 
 def respond(request_der: bytes, issuers: list[OcspIssuer],
