@@ -51,6 +51,16 @@ def parse_list(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
+def parse_curves(raw: str) -> tuple[str, ...]:
+    """ECDSA curves subscriber keys may use: some of P-256, P-384, P-521 (Mozilla's root
+    store policy accepts only the first two for subscriber certificates)."""
+    curves = tuple(dict.fromkeys(part.upper() for part in parse_list(raw)))
+    unknown = [curve for curve in curves if curve not in ("P-256", "P-384", "P-521")]
+    if unknown or not curves:
+        raise ValueError(f"expected a comma-separated list of P-256, P-384, P-521, got {raw!r}")
+    return curves
+
+
 def parse_port(raw: str) -> int:
     port = int(raw)
     if not 0 < port < 65536:
@@ -137,3 +147,5 @@ class PlatformSettings:
     max_body_bytes: int = setting("CHANCERY_MAX_BODY_BYTES", 1024 * 1024, int)
     dev_bootstrap: bool = setting("CHANCERY_DEV_BOOTSTRAP", False, parse_bool)
     dev_password: str = setting("CHANCERY_DEV_PASSWORD", "chancery-dev-password", secret=True)
+    subscriber_curves: tuple[str, ...] = setting(
+        "CHANCERY_SUBSCRIBER_EC_CURVES", ("P-256", "P-384"), parse_curves)

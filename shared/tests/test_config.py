@@ -36,3 +36,12 @@ def test_platform_settings_reject_a_bad_variable():
     with pytest.raises(cfg.ConfigError) as err:
         cfg.load(cfg.PlatformSettings, {"CHANCERY_RELAY_POLL_SECONDS": "-1"})
     assert "CHANCERY_RELAY_POLL_SECONDS" in err.value.problems
+
+
+def test_subscriber_curves_default_to_mozillas_and_refuse_unknown_names():
+    assert cfg.load(cfg.PlatformSettings, {}).subscriber_curves == ("P-256", "P-384")
+    chosen = cfg.load(cfg.PlatformSettings, {"CHANCERY_SUBSCRIBER_EC_CURVES": "p-256, P-521"})
+    assert chosen.subscriber_curves == ("P-256", "P-521")
+    with pytest.raises(cfg.ConfigError) as err:
+        cfg.load(cfg.PlatformSettings, {"CHANCERY_SUBSCRIBER_EC_CURVES": "P-256,P-192"})
+    assert "CHANCERY_SUBSCRIBER_EC_CURVES" in str(err.value)

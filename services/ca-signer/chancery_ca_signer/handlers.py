@@ -120,8 +120,10 @@ def _announce_rejected(uow: UnitOfWork, context: Context, order_id: str, issuanc
 
 
 def sign_certificate(envelope: Envelope, uow: UnitOfWork, keys: KeyRing,
-                     public_base_url: str, now: datetime | None = None) -> None:
-    """Handle ``ca_signer.certificate.sign``: exactly one certificate per issuance id."""
+                     public_base_url: str, now: datetime | None = None, *,
+                     curves: frozenset[str] | None = None) -> None:
+    """Handle ``ca_signer.certificate.sign``: exactly one certificate per issuance id.
+    ``curves``: the ECDSA curves subscriber keys may use (all three when None)."""
     data = envelope.data
     context = Context.following(envelope, "ca-signer")
     order_id, issuance_id = data["order_id"], data["issuance_id"]
@@ -141,7 +143,8 @@ def sign_certificate(envelope: Envelope, uow: UnitOfWork, keys: KeyRing,
                            "no issuing CA is configured for this profile", [])
         return
     try:
-        csr = parse_csr(data["csr_pem"], is_key_blocked=functools.partial(is_key_blocked, uow))
+        csr = parse_csr(data["csr_pem"], is_key_blocked=functools.partial(is_key_blocked, uow),
+                        allowed_curves=curves)
     except CsrRejected as exc:
         reason = (f"key_blocked ({exc.rule}): {exc.reason}" if exc.rule in WEAK_KEY_RULES
                   else exc.reason)

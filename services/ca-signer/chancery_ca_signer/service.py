@@ -107,7 +107,8 @@ class CaSignerService(Service):
             return []
 
     def _sign(self, envelope: Envelope, uow: UnitOfWork) -> None:
-        handlers.sign_certificate(envelope, uow, self.keys, self.settings.public_base_url)
+        handlers.sign_certificate(envelope, uow, self.keys, self.settings.public_base_url,
+                                  curves=frozenset(self.platform.subscriber_curves))
 
     def _revoke(self, envelope: Envelope, uow: UnitOfWork) -> None:
         handlers.revoke_certificate(envelope, uow)

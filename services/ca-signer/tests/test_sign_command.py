@@ -9,6 +9,7 @@ tests, to fail once.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import uuid
@@ -325,3 +326,14 @@ def test_a_second_compromise_report_of_the_same_key_is_announced_once(signer):
     for issued in (first, second):
         assert deliver(signer, revoke_command(issued["data"]["serial"], "key_compromise"))
     assert len(outbox(signer, "ca_signer.key.blocked")) == 1
+
+
+def test_a_p521_key_is_refused_unless_the_curve_is_configured(signer, ca_signatures, tmp_path):
+    key = ec.generate_private_key(ec.SECP521R1())
+    assert deliver(signer, sign_command(csr_pem(key)))
+    [rejected] = outbox(signer, "ca_signer.certificate.rejected")
+    assert "P-521 is not allowed; use P-256, P-384" in rejected["data"]["reason"]
+    assert ca_signatures.made == 0
+    signer.platform = dataclasses.replace(signer.platform, subscriber_curves=("P-384", "P-521"))
+    assert deliver(signer, sign_command(csr_pem(key)))
+    assert len(outbox(signer, "ca_signer.certificate.issued")) == 1

@@ -50,9 +50,18 @@ class CheckedCsr:
     names: tuple[str, ...] = ()  # as written in the CSR: CN values, then dNSName and IP SANs
 
 
-def check_csr(pem: str, is_key_blocked: Callable[[str], bool] | None = None) -> CheckedCsr:
-    """Parse ``pem``, verify its signature and apply the key policy (``is_key_blocked``:
-    the test against the compromised-key blocklist)."""
+@dataclass(frozen=True)
+class KeyPolicy:
+    """What the key policy needs from the service: the test against its copy of the
+    blocklist, and the ECDSA curves on offer (``CHANCERY_SUBSCRIBER_EC_CURVES``)."""
+
+    is_key_blocked: Callable[[str], bool] | None = None
+    curves: frozenset[str] | None = None
+
+
+def check_csr(pem: str, policy: KeyPolicy | None = None) -> CheckedCsr:
+    """Parse ``pem``, verify its signature and apply the key policy."""
+    policy = policy or KeyPolicy()
     if not pem or not pem.strip():
         raise CsrRejected("is empty; paste the PEM text of the CSR")
     data = pem.strip().encode("utf-8", "replace")
@@ -68,7 +77,8 @@ def check_csr(pem: str, is_key_blocked: Callable[[str], bool] | None = None) -> 
     except (ValueError, UnsupportedAlgorithm) as exc:
         raise CsrRejected("holds a public key of an unsupported type") from exc
     try:
-        description = check_subscriber_key(public_key, is_key_blocked=is_key_blocked)
+        description = check_subscriber_key(public_key, is_key_blocked=policy.is_key_blocked,
+                                           allowed_curves=policy.curves)
     except KeyRefused as exc:
         raise CsrRejected(f"is refused: {exc.reason}", rule=exc.rule) from None
     try:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -36,7 +35,7 @@ from sqlalchemy.orm import lazyload
 from chancery_orders import access, caa, downloads, organizations
 from chancery_orders import names as hostnames
 from chancery_orders.compliance import add_years, not_after_for
-from chancery_orders.csrs import CheckedCsr, CsrRejected, check_csr
+from chancery_orders.csrs import CheckedCsr, CsrRejected, KeyPolicy, check_csr
 from chancery_orders.model import (
     APPROVED,
     AWAITING_FUNDS,
@@ -277,9 +276,11 @@ class _Problems:
         raise Unprocessable(detail, code="validation_failed", errors=self.errors)
 
 
-def key_is_blocked(uow: UnitOfWork) -> Callable[[str], bool]:
-    """The test of a key (its SPKI SHA-256) against orders' copy of the blocklist."""
-    return lambda spki: uow.session.get(BlockedKey, spki) is not None
+def key_policy(uow: UnitOfWork) -> KeyPolicy:
+    """The key policy of this service: orders' copy of the blocklist (keys by SPKI
+    SHA-256) and the curves on offer (carried by the service's units of work)."""
+    return KeyPolicy(lambda spki: uow.session.get(BlockedKey, spki) is not None,
+                     getattr(uow, "subscriber_curves", None))
 
 
 def key_blocked(uow: UnitOfWork, envelope: Envelope) -> None:
@@ -420,7 +421,7 @@ def _check_request(uow: UnitOfWork, principal: Principal, new: NewOrder, *,
     names = _check_names(new, product, problems)
     checked_csr = None
     try:
-        checked_csr = check_csr(new.csr, key_is_blocked(uow))
+        checked_csr = check_csr(new.csr, key_policy(uow))
     except CsrRejected as exc:
         problems.add_csr_refusal(exc)
     if checked_csr is not None and not {"common_name", "sans"} & set(problems.errors):

@@ -38,7 +38,7 @@ from chancery_orders.handlers import (
     _person,
     _Problems,
     _visible_order,
-    key_is_blocked,
+    key_policy,
     send_revoke_command,
     send_sign_command,
     submit_order,
@@ -149,7 +149,7 @@ def reissue_order(uow: UnitOfWork, principal: Principal, context: Context, order
                                       csr=request.csr), order.product, problems)
     checked = None
     try:
-        checked = check_csr(request.csr, key_is_blocked(uow))
+        checked = check_csr(request.csr, key_policy(uow))
     except CsrRejected as exc:
         problems.add_csr_refusal(exc)
     if checked is not None and "sans" not in problems.errors:

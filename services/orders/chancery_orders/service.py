@@ -60,9 +60,12 @@ class OrdersService(Service):
         self.clock: Callable[[], datetime] = utcnow
 
     def uow(self) -> UnitOfWork:
-        """A unit of work that also carries this service's CAA checker to the handlers."""
+        """A unit of work that also carries this service's CAA checker and the ECDSA
+        curves on offer to the handlers."""
         uow = super().uow()
         uow.caa = self.caa  # type: ignore[attr-defined]
+        uow.subscriber_curves = frozenset(  # type: ignore[attr-defined]
+            self.platform.subscriber_curves)
         return uow
 
     def blueprints(self) -> list[flask_smorest.Blueprint]:

@@ -9,6 +9,8 @@ nothing is created, so nothing is charged.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from chancery_orders.model import BlockedKey, Order
 from chancery_shared.subscriber_keys import spki_sha256
@@ -94,3 +96,31 @@ def test_a_reissue_with_a_blocked_key_is_refused(harness, csr, self_signed):
     assert (response.json["code"], response.json["rule"]) == ("key_blocked", "compromised")
     assert harness.outbox("ca_signer.certificate.sign")[-1]["data"]["order_id"] == order["id"]
     assert len(harness.outbox("ca_signer.certificate.sign")) == 1  # only the first issuance
+
+
+@pytest.mark.parametrize(("curve", "accepted"), [
+    (ec.SECP256R1, True), (ec.SECP384R1, True), (ec.SECP521R1, False)])
+def test_p521_is_not_offered_by_default(harness, order_body, curve, accepted):
+    """Mozilla's policy accepts P-256 and P-384 subscriber keys only
+    (CHANCERY_SUBSCRIBER_EC_CURVES widens it)."""
+    answer = harness.client.post(ORDERS, json=order_body(csr=csr_pem(ec.generate_private_key(
+        curve()))), headers=harness.headers("admin"))
+    if accepted:
+        assert answer.status_code == 201, answer.json
+        return
+    assert answer.status_code == 422
+    assert answer.json["code"] == "validation_failed"  # not offered, not a weak key
+    assert "P-521 is not allowed; use P-256, P-384" in answer.json["errors"]["csr"][0]
+
+
+def test_the_curves_on_offer_are_configurable(tmp_path, migrated_database, order_body):
+    from .conftest import _harness
+
+    harness = _harness(tmp_path, migrated_database)
+    harness.service.platform = dataclasses.replace(harness.service.platform,
+                                                   subscriber_curves=("P-256", "P-521"))
+    key = ec.generate_private_key(ec.SECP521R1())
+    answer = harness.client.post(ORDERS, json=order_body(csr=csr_pem(key)),
+                                 headers=harness.headers("admin"))
+    assert answer.status_code == 201, answer.json
+    harness.service.dispose()

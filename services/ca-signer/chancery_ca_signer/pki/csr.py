@@ -83,10 +83,12 @@ def check_subscriber_public_key(
     public_key: object,
     *,
     is_key_blocked: Callable[[str], bool] | None = None,
+    allowed_curves: frozenset[str] | None = None,
 ) -> str:
     """Apply the subscriber key policy; the key description, or :class:`CsrRejected`."""
     try:
-        return check_subscriber_key(public_key, is_key_blocked=is_key_blocked)
+        return check_subscriber_key(public_key, is_key_blocked=is_key_blocked,
+                                    allowed_curves=allowed_curves)
     except KeyRefused as exc:
         raise CsrRejected(exc.reason, rule=exc.rule) from None
 
@@ -116,6 +118,7 @@ def parse_csr(
     data: str | bytes,
     *,
     is_key_blocked: Callable[[str], bool] | None = None,
+    allowed_curves: frozenset[str] | None = None,
 ) -> CsrInfo:
     """Parse a PEM or DER CSR, check its key against policy, verify its self-signature.
 
@@ -147,7 +150,8 @@ def parse_csr(
         and spki_oid != _OID_EC_PUBLIC_KEY
     ):
         raise CsrRejected("ECDSA keys must use the id-ecPublicKey algorithm identifier")
-    key_type = check_subscriber_public_key(public_key, is_key_blocked=is_key_blocked)
+    key_type = check_subscriber_public_key(public_key, is_key_blocked=is_key_blocked,
+                                           allowed_curves=allowed_curves)
 
     try:
         signature_ok = csr.is_signature_valid
