@@ -224,6 +224,10 @@ ROWS: list[Row] = [
     R("POST", "/ca/ocsp", everyone(200), body=lambda w, p: {"not": "an OCSP request"}),
     R("GET", "/ca/ocsp/{ocsp_request}", everyone(200),
       fresh={"ocsp_request": _ocsp_get_request}),
+    # anyone may report a problem (BR 4.9.3); only the operator reads the reports
+    R("POST", "/ca/problem-reports", everyone(201),
+      body=lambda w, p: {"kind": "misuse", "message": f"matrix test from {p}"}),
+    R("GET", "/api/ca/v1/problem-reports", statuses(403, operator=200)),
     # --- ledger --------------------------------------------------------------------------
     R("GET", "/api/ledger/v1/balance",
       statuses(200, limited=403, unit_admin=403, other_unit_admin=403, operator=403)),

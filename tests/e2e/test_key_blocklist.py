@@ -71,3 +71,35 @@ def test_a_weak_rsa_key_is_refused_when_the_order_is_placed(stack):
                         order_body(fermat_weak_key(), f"w-{uuid.uuid4().hex[:8]}.example.com"))
     assert answer.status_code == 422, answer.text
     assert (answer.json()["code"], answer.json()["rule"]) == ("key_blocked", "rsa_fermat")
+
+
+def test_a_proven_compromise_report_revokes_the_certificate_and_blocks_the_key(stack):
+    """Anyone, with no account, proves possession of the key over the fixed challenge:
+    the certificate is revoked (orders shows the order revoked) and the key is refused."""
+    import requests
+    from chancery_ca_signer.handlers import COMPROMISE_CHALLENGE
+    from cryptography.x509.oid import NameOID
+
+    admin = open_account(stack.base_url)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = f"pr-{uuid.uuid4().hex[:8]}.example.com"
+    order = admin.post("/api/orders/v1/orders", order_body(key, name)).json()
+    if order["status"] == "pending_approval":
+        assert admin.post(f"/api/orders/v1/orders/{order['id']}/approve", {}).status_code == 200
+    issued = order_status(admin, order["id"], "issued")
+    proof = (x509.CertificateSigningRequestBuilder()
+             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME,
+                                                         COMPROMISE_CHALLENGE)]))
+             .sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode())
+
+    report = requests.post(f"{stack.base_url}/ca/problem-reports",
+                           json={"kind": "key_compromise", "csr": proof}, timeout=30)
+
+    assert report.status_code == 201, report.text
+    assert report.json()["revoked_serials"] == [issued["certificate"]["serial"].lower()]
+    revoked = order_status(admin, order["id"], "revoked")
+    assert revoked["revocation_reason"] == "key_compromise"
+    again = wait_for(lambda: (lambda r: [r] if r.status_code != 201 else None)(
+        admin.post("/api/orders/v1/orders", order_body(key, name))), timeout=30,
+        interval=0.5, message="the reported key to be refused")[0]
+    assert (again.status_code, again.json()["code"]) == (422, "key_blocked")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,9 +18,11 @@ from typing import Any
 from chancery_shared.messaging.envelope import Actor, Context, Envelope, isoformat, utcnow
 from chancery_shared.messaging.unit_of_work import UnitOfWork
 from chancery_shared.subscriber_keys import WEAK_KEY_RULES, spki_sha256
-from chancery_shared.web.problems import NotFound
+from chancery_shared.web.problems import InvalidField, NotFound
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
@@ -32,6 +35,7 @@ from chancery_ca_signer.model import (
     Issuer,
     OcspResponder,
     OcspResponse,
+    ProblemReport,
 )
 from chancery_ca_signer.pki import ocsp as ocsp_answers
 from chancery_ca_signer.pki.crl import CRL_VALIDITY, REASON_FLAGS, RevokedEntry, build_crl
@@ -155,7 +159,8 @@ def sign_certificate(envelope: Envelope, uow: UnitOfWork, keys: KeyRing,
         record = IssuedCertificate(
             serial=format(x509.random_serial_number(), "x"), issuance_id=issuance_id,
             order_id=order_id, account_id=envelope.account_id, issuer_id=issuer.id,
-            profile=data["profile"], status="signing", sans=list(data["sans"]))
+            profile=data["profile"], status="signing", sans=list(data["sans"]),
+            spki_sha256=csr.spki_sha256)
         uow.session.add(record)
         try:
             uow.session.commit()
@@ -259,10 +264,19 @@ def revoke_certificate(envelope: Envelope, uow: UnitOfWork, now: datetime | None
         log.warning("revocation of %s with unknown reason %r recorded as unspecified", serial,
                     reason)
         reason = "unspecified"
+    record_revocation(uow, context, record, reason, now or utcnow(),
+                      correlation_id=envelope.correlation_id)
+
+
+def record_revocation(uow: UnitOfWork, context: Context, record: IssuedCertificate,
+                      reason: str, now: datetime, *, correlation_id: str | None = None) -> None:
+    """Revoke ``record`` once (a revoked one keeps its first date and reason) and say so;
+    a ``key_compromise`` revocation also blocklists the key. The caller commits."""
+    serial = record.serial
     already = record.status == "revoked"
     if not already:
         record.status = "revoked"
-        record.revoked_at = (now or utcnow()).replace(microsecond=0)
+        record.revoked_at = now.replace(microsecond=0)
         record.revocation_reason = reason
         issuer = uow.session.get(Issuer, record.issuer_id)
         if issuer is not None:
@@ -270,7 +284,7 @@ def revoke_certificate(envelope: Envelope, uow: UnitOfWork, now: datetime | None
         # a cached "good" answer must not outlive the revocation
         uow.session.execute(delete(OcspResponse).where(
             OcspResponse.issuer_id == record.issuer_id, OcspResponse.serial == serial))
-    if data["reason"] == "key_compromise" and record.certificate_pem:
+    if reason == "key_compromise" and record.certificate_pem:
         # the key is compromised whatever the certificate was first revoked for
         certificate = x509.load_pem_x509_certificate(record.certificate_pem.encode())
         block_key(uow, context.with_account(record.account_id),
@@ -289,7 +303,79 @@ def revoke_certificate(envelope: Envelope, uow: UnitOfWork, now: datetime | None
               subject=("certificate", serial), summary=summary,
               data={"serial": serial, "reason": record.revocation_reason,
                     "revoked_at": revoked_at},
-              correlation_id=envelope.correlation_id or record.order_id)
+              correlation_id=correlation_id or record.order_id)
+
+
+# --- certificate problem reports (BR 4.9.3) ---------------------------------------------
+
+#: The subject a key-compromise report's CSR must carry: signing this exact request
+#: proves possession of the key now, and no CSR made for another purpose can be replayed.
+COMPROMISE_CHALLENGE = "Chancery key compromise report"
+PROBLEM_KINDS = ("key_compromise", "misuse", "other")
+
+
+def report_problem(uow: UnitOfWork, context: Context, kind: str, *, now: datetime,
+                   csr_pem: str | None = None, message: str | None = None,
+                   email: str | None = None, serial: str | None = None,
+                   ip: str | None = None) -> ProblemReport:
+    """Record a problem report. A key compromise proven by ``csr_pem`` (signed by the key,
+    subject ``CN=`` :data:`COMPROMISE_CHALLENGE`) blocklists the key and revokes every
+    unexpired certificate for it now; other reports wait for the operator."""
+    report = ProblemReport(id=str(uuid.uuid4()), kind=kind, status="open",
+                           reporter_email=email, message=message,
+                           serial=serial.lower() if serial else None, reporter_ip=ip,
+                           revoked_serials=[], created_at=now)
+    if kind == "key_compromise":
+        if not csr_pem:
+            raise InvalidField("csr", "a key compromise is proven with a CSR signed by the "
+                                      f"key, with the subject CN={COMPROMISE_CHALLENGE}")
+        spki = _proven_key(csr_pem)
+        report.spki_sha256, report.status = spki, "resolved"
+        block_key(uow, context, spki, "key_compromise", source="problem_report")
+        records = uow.session.execute(select(IssuedCertificate).where(
+            IssuedCertificate.spki_sha256 == spki, IssuedCertificate.status == "issued",
+            IssuedCertificate.not_after > now).order_by(IssuedCertificate.created_at)
+            .with_for_update()).scalars().all()
+        for record in records:
+            record_revocation(uow, context, record, "key_compromise", now)
+        report.revoked_serials = [record.serial for record in records]
+    elif not message:
+        raise InvalidField("message", "say what is wrong (which certificate, what you saw)")
+    uow.session.add(report)
+    summary = (f"a key compromise was reported with proof of possession: key "
+               f"{report.spki_sha256[:16]}… blocked, {len(report.revoked_serials)} "
+               f"certificate(s) revoked" if kind == "key_compromise"
+               else f"a certificate problem report ({kind}) awaits the operator")
+    uow.event("ca_signer.problem.reported", context, subject=("problem_report", report.id),
+              summary=summary,
+              data={"report_id": report.id, "kind": kind, "status": report.status,
+                    "serial": report.serial, "spki_sha256": report.spki_sha256,
+                    "revoked_serials": report.revoked_serials})
+    uow.commit()
+    return report
+
+
+def _proven_key(csr_pem: str) -> str:
+    """The SPKI SHA-256 of the key that signed the report's CSR, or 422 naming ``csr``."""
+    try:
+        csr = x509.load_pem_x509_csr(csr_pem.strip().encode("utf-8", "replace"))
+        signed = csr.is_signature_valid
+        names = [a.value for a in csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+        public_key = csr.public_key()
+    except (ValueError, UnsupportedAlgorithm):
+        raise InvalidField("csr", "is not a PEM certificate signing request") from None
+    if not signed:
+        raise InvalidField("csr", "has a signature that does not verify: it does not prove "
+                                  "possession of the key")
+    if names != [COMPROMISE_CHALLENGE]:
+        raise InvalidField("csr", f"must have the subject CN={COMPROMISE_CHALLENGE} (and "
+                                  "nothing else), so it cannot be an old request replayed")
+    return spki_sha256(public_key)
+
+
+def problem_reports(uow: UnitOfWork, limit: int) -> list[ProblemReport]:
+    return list(uow.session.execute(select(ProblemReport).order_by(
+        ProblemReport.created_at.desc()).limit(limit)).scalars())
 
 
 # --- CRLs ----------------------------------------------------------------------------

@@ -86,6 +86,9 @@ class IssuedCertificate(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revocation_reason: Mapped[str | None] = mapped_column(String(40))
+    # the subscriber key (SHA-256 of its SubjectPublicKeyInfo): finds every certificate of
+    # a key reported compromised
+    spki_sha256: Mapped[str | None] = mapped_column(String(64), index=True)
     # the linted to-be-signed certificate, recorded with the intent before the CA signs:
     # a retry after a crash signs these same bytes again, never a different certificate
     tbs_der: Mapped[bytes | None] = mapped_column(LargeBinary)
@@ -171,3 +174,27 @@ class BlockedKey(Base):
     serial: Mapped[str | None] = mapped_column(String(64))
     account_id: Mapped[str | None] = mapped_column(String(64))
     blocked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ProblemReport(Base):
+    """A certificate problem report (BR 4.9.3), sent by anyone through the public
+    ``POST /ca/problem-reports``.
+
+    ``kind``: ``key_compromise`` (proven by a CSR signed with the key over the fixed
+    challenge: the key is blocklisted and every unexpired certificate for it revoked at
+    once, ``revoked_serials``), or ``misuse`` / ``other`` (a message for the platform
+    operator, who lists them). ``status``: ``resolved`` when handled on arrival,
+    ``open`` when it waits for the operator.
+    """
+
+    __tablename__ = "problem_reports"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(10))
+    reporter_email: Mapped[str | None] = mapped_column(String(320))
+    message: Mapped[str | None] = mapped_column(Text)
+    serial: Mapped[str | None] = mapped_column(String(64))
+    spki_sha256: Mapped[str | None] = mapped_column(String(64))
+    revoked_serials: Mapped[list[str]] = mapped_column(JSON, default=list)
+    reporter_ip: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -7,8 +7,9 @@ from datetime import datetime, timedelta
 
 from chancery_shared.auth.permissions import Permission
 from chancery_shared.auth.policy import public, require
-from chancery_shared.messaging.envelope import utcnow
+from chancery_shared.messaging.envelope import Actor, Context, utcnow
 from chancery_shared.service import current_service
+from chancery_shared.web.app import client_ip
 from flask import Response, request
 from flask_smorest import Blueprint
 from werkzeug.http import http_date
@@ -39,6 +40,37 @@ def list_issuers():
     require(Permission.READ_ISSUERS)
     with current_service().uow() as uow:
         return {"items": handlers.issuer_summaries(uow), "next_cursor": None}
+
+
+@api.route("/problem-reports")
+@api.arguments(schemas.ProblemReportListArgs, location="query")
+@api.response(200, schemas.ProblemReportPage)
+def list_problem_reports(args):
+    """Certificate problem reports, newest first (the platform operator)."""
+    require(Permission.OPERATE_CA)
+    with current_service().uow() as uow:
+        return {"items": handlers.problem_reports(uow, args["limit"]), "next_cursor": None}
+
+
+@public_ca.route("/problem-reports", methods=["POST"])
+@public_ca.arguments(schemas.NewProblemReportSchema)
+@public_ca.response(201, schemas.ProblemReportSchema)
+@public
+def report_problem(body):
+    """Report a certificate problem (BR 4.9.3); no account needed.
+
+    ``key_compromise``: prove possession with a CSR signed by the key whose subject is
+    exactly ``CN=Chancery key compromise report``. The key is blocked at once for every
+    account and each unexpired certificate for it is revoked (``revoked_serials``).
+    ``misuse`` and ``other``: a ``message`` (and an ``email`` to answer) for the platform
+    operator, who lists reports at ``GET /api/ca/v1/problem-reports``."""
+    context = Context(actor=Actor(system="problem-reporter", ip=client_ip()), account_id=None)
+    with current_service().uow() as uow:
+        report = handlers.report_problem(
+            uow, context, body["kind"], now=utcnow(), csr_pem=body["csr"],
+            message=body["message"], email=body["email"], serial=body["serial"],
+            ip=client_ip())
+        return report
 
 
 @public_ca.route("/issuers/<issuer_id>.crt")

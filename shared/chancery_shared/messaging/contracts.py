@@ -346,6 +346,21 @@ class KeyBlocked(Payload):
     serial = fields.String(allow_none=True, load_default=None)
 
 
+@register("ca_signer.problem.reported")
+class ProblemReported(Payload):
+    """A certificate problem report reached the CA (BR 4.9.3): a proven key compromise
+    (resolved at once: the key blocked, its certificates revoked) or a report that
+    waits for the operator."""
+
+    report_id = Id(required=True)
+    kind = fields.String(required=True, validate=validate.OneOf(
+        ("key_compromise", "misuse", "other")))
+    status = fields.String(required=True, validate=validate.OneOf(("open", "resolved")))
+    serial = fields.String(allow_none=True, load_default=None)
+    spki_sha256 = fields.String(allow_none=True, load_default=None)
+    revoked_serials = fields.List(fields.String(), required=True)
+
+
 @register("ca_signer.crl.published")
 class CrlPublished(Payload):
     issuer_id = Id(required=True)
