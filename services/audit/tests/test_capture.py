@@ -128,6 +128,13 @@ SAMPLES: dict[str, tuple[str, str, dict]] = {
         "serial": "0a1b2c", "reason": "key_compromise", "revoked_at": "2026-11-26T00:00:00Z"}),
     "ca_signer.crl.published": ("issuer", "ica-1", {"issuer_id": "ica-1", "number": 7,
                                                     "entries": 3}),
+    "ca_signer.key.blocked": ("key", "ab" * 32, {
+        "spki_sha256": "ab" * 32, "reason": "key_compromise", "source": "revocation",
+        "serial": "0a1b2c"}),
+    "ca_signer.problem.reported": ("problem_report", "7d1e2f3a-4b5c-4d6e-8f90-a1b2c3d4e5f6", {
+        "report_id": "7d1e2f3a-4b5c-4d6e-8f90-a1b2c3d4e5f6", "kind": "key_compromise",
+        "status": "resolved", "serial": None, "spki_sha256": "ab" * 32,
+        "revoked_serials": ["0a1b2c"]}),
     "ca_signer.issuer.created": ("issuer", "ica-1", {
         "issuer_id": "ica-1", "kind": "issuing", "parent_id": "root-1",
         "subject": "CN=Example TLS ECC Issuing CA,O=Example,C=US", "key_type": "ec-p256",
