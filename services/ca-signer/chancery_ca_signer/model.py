@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from chancery_shared.db import service_metadata
+from chancery_shared.db import UtcDateTime, service_metadata
 from chancery_shared.messaging.envelope import utcnow
 from chancery_shared.messaging.tables import MessagingTables
 from sqlalchemy import (
@@ -197,4 +197,4 @@ class ProblemReport(Base):
     spki_sha256: Mapped[str | None] = mapped_column(String(64))
     revoked_serials: Mapped[list[str]] = mapped_column(JSON, default=list)
     reporter_ip: Mapped[str | None] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

@@ -128,6 +128,8 @@ def test_a_misuse_report_waits_for_the_operator_who_lists_it(signer):
     assert listed.status_code == 200, listed.json
     [report] = listed.json["items"]
     assert report["message"] == "this certificate serves a phishing site"
+    assert report["created_at"].endswith("+00:00")  # RFC 3339, with its offset
+    assert answer.json["created_at"] == report["created_at"]
     assert (report["serial"], report["reporter_email"]) == ("0a1b", "abuse@example.net")
     admin = signer.tokens.headers(role="admin", account_id="acct-" + "1" * 31,
                                   user_id="u-admin", name="Ada Admin")
