@@ -103,19 +103,19 @@ def blueprint() -> Blueprint:
     def to_index() -> Response:
         return redirect(f"{PREFIX}/", code=308)
 
+    def fresh(body: str, mimetype: str) -> Response:
+        """The page and its start-up script: revalidated on every load."""
+        return _secured(Response(body, mimetype=mimetype, headers={"Cache-Control": "no-cache"}))
+
     @browser.get("/")
     @public
     def index() -> Response:
-        response = Response(page, mimetype="text/html")
-        response.headers["Cache-Control"] = "no-cache"
-        return _secured(response)
+        return fresh(page, "text/html")
 
     @browser.get("/config.js")
     @public
     def config() -> Response:
-        response = Response(script, mimetype="text/javascript")
-        response.headers["Cache-Control"] = "no-cache"
-        return _secured(response)
+        return fresh(script, "text/javascript")
 
     @browser.get("/assets/<name>")
     @public
