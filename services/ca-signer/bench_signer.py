@@ -45,6 +45,7 @@ from chancery_ca_signer.model import IssuedCertificate, Issuer
 from chancery_ca_signer.pki.csr import parse_csr
 from chancery_ca_signer.pki.issuance import issue_tls_certificate
 from chancery_ca_signer.service import CaSignerService
+from chancery_ca_signer.testing import evidence_for
 from chancery_shared.messaging.envelope import Actor, Context, Envelope, new_envelope
 from chancery_shared.service import Runtime
 from chancery_shared.testing import make_runtime
@@ -193,7 +194,8 @@ def sign_commands(count: int, label: str) -> list[Envelope]:
             subject_type="order", subject_id=order_id, summary=f"sign {name}",
             data={"order_id": order_id, "issuance_id": str(uuid.uuid4()),
                   "csr_pem": csr_pem(name)[0], "profile": "dv",
-                  "subject": {"common_name": name}, "sans": [name], "not_after": None}))
+                  "subject": {"common_name": name}, "sans": [name], "not_after": None,
+                  "validations": evidence_for([name])}))
     return commands
 
 

@@ -87,6 +87,9 @@ SAMPLES: dict[str, tuple[str, str, dict]] = {
     "orders.order.cancelled": ("order", ORDER, {"order_id": ORDER, "reason": None}),
     "orders.order.issued": ("order", ORDER, {"order_id": ORDER, "serial": "0a1b2c"}),
     "orders.order.failed": ("order", ORDER, {"order_id": ORDER, "reason": "lint failed"}),
+    "orders.order.awaiting_validation": ("order", ORDER, {
+        "order_id": ORDER, "reason": "no validation of the account can back www.example.com",
+        "names": ["www.example.com"], "organization": False}),
     "orders.order.awaiting_funds": ("order", ORDER, {"order_id": ORDER, "price_cents": 12900,
                                                      "available_cents": 100}),
     "orders.order.assignees_changed": ("order", ORDER, {"order_id": ORDER,

@@ -12,9 +12,11 @@ import functools
 import logging
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from chancery_shared import br_schedule
 from chancery_shared.messaging.envelope import Actor, Context, Envelope, isoformat, utcnow
 from chancery_shared.messaging.unit_of_work import UnitOfWork
 from chancery_shared.subscriber_keys import WEAK_KEY_RULES, spki_sha256
@@ -116,11 +118,64 @@ def _announce_issued(uow: UnitOfWork, context: Context, record: IssuedCertificat
 
 
 def _announce_rejected(uow: UnitOfWork, context: Context, order_id: str, issuance_id: str,
-                       reason: str, findings: list[dict[str, Any]]) -> None:
+                       reason: str, findings: list[dict[str, Any]],
+                       **extra: Any) -> None:
     uow.event("ca_signer.certificate.rejected", context, subject=("order", order_id),
               summary=f"ca-signer refused to sign order {order_id}: {reason}",
               data={"order_id": order_id, "issuance_id": issuance_id, "reason": reason,
-                    "lint_findings": findings})
+                    "lint_findings": findings, **extra})
+
+
+#: Profiles the Baseline Requirements govern: their evidence must be fresh on signing.
+EVIDENCE_PROFILES = {"dv": (), "ov": ("organization",), "ev": ("organization",)}
+
+
+@dataclass(frozen=True)
+class StaleEvidence:
+    """Why a signing command's evidence cannot back a certificate signed today."""
+
+    names: list[str]
+    organization: bool
+
+    def reason(self, at: datetime) -> str:
+        parts = []
+        if self.names:
+            parts.append(f"no domain validation reusable on {at.date().isoformat()} "
+                         f"({br_schedule.max_validation_reuse_days(at)} days, BR 4.2.1) "
+                         f"covers {', '.join(self.names)}")
+        if self.organization:
+            parts.append("the organization's validation is older than "
+                         f"{br_schedule.max_validation_reuse_days(at, br_schedule.ORGANIZATION)}"
+                         " days")
+        return "; ".join(parts)
+
+
+def stale_evidence(data: dict[str, Any], at: datetime) -> StaleEvidence | None:
+    """The last line for BR 4.2.1: every name of a public certificate must rest on a
+    domain validation, and an OV/EV subject on an organization validation, reusable at
+    ``at``, the moment of signing (None when it does)."""
+    needs = EVIDENCE_PROFILES.get(data["profile"])
+    if needs is None:
+        return None  # a private profile: the BR do not govern it
+    fresh_names: set[str] = set()
+    organization_fresh = False
+    for used in data.get("validations") or []:
+        try:
+            validated_at = datetime.fromisoformat(used["validated_at"])
+            reusable = br_schedule.validation_reusable(validated_at, at, used["kind"])
+        except (KeyError, TypeError, ValueError):
+            continue  # unreadable evidence backs nothing
+        if not reusable:
+            continue
+        if used["kind"] == br_schedule.DOMAIN:
+            fresh_names.update(used.get("names") or [])
+        else:
+            organization_fresh = True
+    names = [name for name in data["sans"] if name not in fresh_names]
+    organization = "organization" in needs and not organization_fresh
+    if names or organization:
+        return StaleEvidence(names, organization)
+    return None
 
 
 def sign_certificate(envelope: Envelope, uow: UnitOfWork, keys: KeyRing,
@@ -145,6 +200,13 @@ def sign_certificate(envelope: Envelope, uow: UnitOfWork, keys: KeyRing,
     if issuer is None:
         _announce_rejected(uow, context, order_id, issuance_id,
                            "no issuing CA is configured for this profile", [])
+        return
+    signing_at = now or utcnow()  # when the CA key signs (a retry signs now, too)
+    stale = stale_evidence(data, signing_at)
+    if stale is not None:
+        _announce_rejected(uow, context, order_id, issuance_id, stale.reason(signing_at), [],
+                           code="validation_expired", names=stale.names,
+                           organization=stale.organization)
         return
     try:
         csr = parse_csr(data["csr_pem"], is_key_blocked=functools.partial(is_key_blocked, uow),

@@ -1,4 +1,5 @@
-"""Test support: throwaway SoftHSM2 tokens for the PKCS#11 backend's tests.
+"""Test support: throwaway SoftHSM2 tokens for the PKCS#11 backend's tests, and the
+validation evidence a signing command carries.
 
 Used by ca-signer's tests and by anyone checking an HSM setup by hand. SoftHSM2 reads
 SOFTHSM2_CONF when the library is initialised, so the library is re-initialised for the
@@ -13,11 +14,29 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
+
+from chancery_shared.messaging.envelope import isoformat, utcnow
 
 from chancery_ca_signer.pki.pkcs11 import DEFAULT_SOFTHSM2_MODULE, Pkcs11Token
 
-__all__ = ["softhsm_module", "softhsm_tokens"]
+__all__ = ["evidence_for", "softhsm_module", "softhsm_tokens"]
+
+
+def evidence_for(sans: Sequence[str], profile: str = "dv",
+                 validated_at: datetime | None = None) -> list[dict[str, object]]:
+    """The ``validations`` of a signing command as orders sends them: one DNS-change
+    validation covering every name and, for OV/EV, the organization's; validated now
+    unless ``validated_at`` says otherwise."""
+    at = isoformat(validated_at or utcnow())
+    evidence: list[dict[str, object]] = [
+        {"kind": "domain", "name": sans[0].removeprefix("*."), "method": "dns-txt",
+         "validated_at": at, "names": list(sans)}]
+    if profile in ("ov", "ev"):
+        evidence.append({"kind": "organization", "name": "Example Corp",
+                         "method": "operator_review", "validated_at": at, "names": []})
+    return evidence
 
 
 def softhsm_module() -> str | None:

@@ -19,6 +19,7 @@ import pytest
 from chancery_ca_signer import cli
 from chancery_ca_signer.model import Crl, Issuer, messaging
 from chancery_ca_signer.service import CaSignerService
+from chancery_ca_signer.testing import evidence_for
 from chancery_shared.messaging.envelope import Actor, Context, new_envelope
 from chancery_shared.testing import make_runtime
 from cryptography import x509
@@ -84,7 +85,8 @@ def sign(service, profile: str, name: str) -> x509.Certificate:
                         correlation_id=order_id),
         subject_type="order", subject_id=order_id, summary="test",
         data={"order_id": order_id, "issuance_id": str(uuid.uuid4()), "csr_pem": csr,
-              "profile": profile, "subject": subject, "sans": [name], "not_after": None})
+              "profile": profile, "subject": subject, "sans": [name], "not_after": None,
+              "validations": evidence_for([name], profile)})
     (consumer,) = service.consumers()
     assert consumer.handle(envelope, consumer.handlers[envelope.type])
     rejected = [e["data"]["reason"] for e in events(service, "ca_signer.certificate.rejected")

@@ -23,6 +23,7 @@ from chancery_ca_signer import handlers
 from chancery_ca_signer.model import Issuer, messaging
 from chancery_ca_signer.pki.crl import RevokedEntry, build_crl
 from chancery_ca_signer.service import CaSignerService
+from chancery_ca_signer.testing import evidence_for
 from chancery_shared.messaging.envelope import Actor, Context, new_envelope
 from chancery_shared.testing import make_runtime, wait_for
 from cryptography import x509
@@ -65,7 +66,7 @@ def issue(service: CaSignerService, name: str) -> x509.Certificate:
     command(service, "ca_signer.certificate.sign",
             {"order_id": order_id, "issuance_id": str(uuid.uuid4()), "csr_pem": csr_for(name),
              "profile": "dv", "subject": {"common_name": name}, "sans": [name],
-             "not_after": None}, order_id)
+             "not_after": None, "validations": evidence_for([name])}, order_id)
     [answer] = [e for e in outbox(service, "ca_signer.certificate.issued")
                 if e["data"]["order_id"] == order_id]
     return x509.load_pem_x509_certificate(answer["data"]["certificate_pem"].encode())

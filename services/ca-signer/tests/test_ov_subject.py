@@ -11,6 +11,7 @@ import uuid
 import pytest
 from chancery_ca_signer.model import messaging
 from chancery_ca_signer.service import CaSignerService
+from chancery_ca_signer.testing import evidence_for
 from chancery_shared.messaging.envelope import Actor, Context, new_envelope
 from chancery_shared.testing import make_runtime
 from cryptography import x509
@@ -54,7 +55,8 @@ def sign(service: CaSignerService, profile: str, subject: dict) -> dict:
         data={"order_id": order_id, "issuance_id": str(uuid.uuid4()),
               "csr_pem": csr_for("www.example.com"), "profile": profile,
               "subject": {"common_name": "www.example.com", **subject},
-              "sans": ["www.example.com"], "not_after": None})
+              "sans": ["www.example.com"], "not_after": None,
+              "validations": evidence_for(["www.example.com"], profile)})
     (consumer,) = service.consumers()
     assert consumer.handle(envelope, consumer.handlers[envelope.type])
     with service.engine.connect() as connection:

@@ -15,12 +15,15 @@ import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from chancery_ca_signer import handlers
 from chancery_ca_signer.model import IssuedCertificate, messaging
 from chancery_ca_signer.pki.keys import EncryptedPemKey
 from chancery_ca_signer.service import CaSignerService
+from chancery_ca_signer.testing import evidence_for
 from chancery_shared.messaging.envelope import Actor, Context, Envelope, new_envelope
 from chancery_shared.subscriber_keys import spki_sha256
 from chancery_shared.testing import make_runtime
@@ -122,7 +125,7 @@ def sign_command(csr: str, *, order_id: str | None = None,
         subject_type="order", subject_id=order_id, summary="test sign",
         data={"order_id": order_id, "issuance_id": issuance_id or str(uuid.uuid4()),
               "csr_pem": csr, "profile": "dv", "subject": {"common_name": NAME},
-              "sans": [NAME], "not_after": None})
+              "sans": [NAME], "not_after": None, "validations": evidence_for([NAME])})
 
 
 def deliver(service: CaSignerService, envelope: Envelope) -> bool:
@@ -337,3 +340,78 @@ def test_a_p521_key_is_refused_unless_the_curve_is_configured(signer, ca_signatu
     signer.platform = dataclasses.replace(signer.platform, subscriber_curves=("P-384", "P-521"))
     assert deliver(signer, sign_command(csr_pem(key)))
     assert len(outbox(signer, "ca_signer.certificate.issued")) == 1
+
+
+# --- validation evidence, judged on the signing day (BR 4.2.1) --------------------------
+
+def sign_at(signer: CaSignerService, envelope: Envelope, now: datetime) -> None:
+    """Run the sign handler with the clock at ``now`` (what the consumer does, minus the
+    inbox), then commit."""
+    with signer.uow() as uow:
+        handlers.sign_certificate(envelope, uow, signer.keys, "http://pki.chancery.com",
+                                  now=now)
+        uow.commit()
+
+
+def with_evidence(envelope: Envelope, validations: list[dict]) -> Envelope:
+    return dataclasses.replace(envelope, data={**envelope.data, "validations": validations})
+
+
+@pytest.mark.parametrize(("signing_day", "issued"), [
+    (datetime(2027, 3, 1, tzinfo=UTC), True),    # 200 days allowed: 150 is fine
+    (datetime(2027, 3, 16, tzinfo=UTC), False),  # 100 days allowed from 2027-03-15
+])
+def test_a_150_day_old_validation_is_judged_by_the_rule_of_the_signing_day(
+        signer, signing_day, issued):
+    command = sign_command(csr_pem(ec.generate_private_key(ec.SECP256R1())))
+    command = with_evidence(command, evidence_for(
+        [NAME], validated_at=signing_day - timedelta(days=150)))
+
+    sign_at(signer, command, signing_day)
+
+    ok = outbox(signer, "ca_signer.certificate.issued")
+    refused = outbox(signer, "ca_signer.certificate.rejected")
+    if issued:
+        assert len(ok) == 1 and refused == []
+    else:
+        [rejection] = refused
+        assert ok == []
+        assert rejection["data"]["code"] == "validation_expired"
+        assert rejection["data"]["names"] == [NAME]
+        assert "2027-03-16" in rejection["data"]["reason"]
+        assert "100 days" in rejection["data"]["reason"]
+        assert records(signer, command.data["order_id"]) == []  # no serial, no intent
+
+
+@pytest.mark.parametrize("evidence", [
+    pytest.param([], id="none"),
+    pytest.param([{"kind": "domain", "name": "example.org", "method": "dns-txt",
+                   "validated_at": "2026-12-01T00:00:00+00:00", "names": ["www.example.org"]}],
+                 id="for another name"),
+    pytest.param([{"kind": "domain", "name": "chancery.com", "method": "dns-txt",
+                   "validated_at": "not a date", "names": [NAME]}], id="unreadable date"),
+    pytest.param([{"kind": "domain", "name": "chancery.com", "method": "dns-txt",
+                   "validated_at": "2099-01-01T00:00:00+00:00", "names": [NAME]}],
+                 id="from the future"),
+])
+def test_a_public_certificate_without_fresh_evidence_for_every_name_is_refused(
+        signer, evidence):
+    command = with_evidence(sign_command(csr_pem(ec.generate_private_key(ec.SECP256R1()))),
+                            evidence)
+    assert deliver(signer, command)
+    assert outbox(signer, "ca_signer.certificate.issued") == []
+    [rejection] = outbox(signer, "ca_signer.certificate.rejected")
+    assert rejection["data"]["code"] == "validation_expired"
+
+
+def test_an_ov_certificate_needs_the_organizations_evidence_too(signer):
+    command = sign_command(csr_pem(ec.generate_private_key(ec.SECP256R1())))
+    command = dataclasses.replace(command, data={
+        **command.data, "profile": "ov",
+        "subject": {"common_name": NAME, "organization_name": "Example Corp",
+                    "locality": "Austin", "state_or_province": "Texas", "country": "US"},
+        "validations": evidence_for([NAME], "dv")})  # the domain's only
+    assert deliver(signer, command)
+    [rejection] = outbox(signer, "ca_signer.certificate.rejected")
+    assert rejection["data"]["organization"] is True
+    assert rejection["data"]["names"] == []

@@ -55,8 +55,15 @@ _ENDINGS = {
 }
 
 
+#: A CA refusal with this code does not end the order: orders keeps it awaiting a new
+#: validation, and the money stays held until it is issued or cancelled.
+ORDER_WAITS = "validation_expired"
+
+
 def on_order_ended(envelope: Envelope, uow: UnitOfWork) -> None:
     """Rejected, cancelled, failed, or refused by the CA: give the held money back."""
+    if envelope.data.get("code") == ORDER_WAITS:
+        return
     reason = envelope.data.get("reason")
     ending = _ENDINGS.get(envelope.type, "order ended")
     handlers.release_for_order(uow, Context.following(envelope, SERVICE),

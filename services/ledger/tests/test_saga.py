@@ -135,6 +135,22 @@ def test_an_order_that_ends_without_a_certificate_releases_its_money(
     assert funds_events(service, "captured") == []
 
 
+def test_a_refusal_for_aged_validation_keeps_the_money_held_until_the_order_ends(
+        customer, consumer, service):
+    """orders keeps such an order awaiting a new validation: it is still bought."""
+    fund(customer, 5_000)
+    consumer.handle(order_event(APPROVED, customer.account_id, "order-1", price_cents=3_000))
+    consumer.handle(order_event("ca_signer.certificate.rejected", customer.account_id,
+                                "order-1", code="validation_expired",
+                                names=["www.example.com"], organization=False))
+    assert balance(customer) == (2_000, 3_000)
+    assert funds_events(service, "released") == []
+    assert reservation(service, "order-1").status == "held"
+    consumer.handle(order_event("orders.order.cancelled", customer.account_id, "order-1"))
+    assert balance(customer) == (5_000, 0)
+    assert len(funds_events(service, "released")) == 1
+
+
 def test_money_released_by_one_order_goes_to_an_order_waiting_for_it(customer, consumer,
                                                                       service):
     fund(customer, 3_000)

@@ -1,50 +1,32 @@
-"""Dates the Baseline Requirements fix for the registration authority, in one place."""
+"""What the Baseline Requirements' dated limits mean for the registration authority.
+
+The schedule itself is ``chancery_shared.br_schedule`` (ca-signer reads the same one):
+certificate validity and validation reuse, both counted from the moment a certificate
+is *signed*. Here: the questions orders asks of it.
+"""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
-# BR 4.2.1: how long a domain validation may be reused, by the date it was made.
-# (start of the period, reuse period); the last entry whose start has passed applies.
-_VALIDATION_REUSE = (
-    (datetime(1970, 1, 1, tzinfo=UTC), timedelta(days=398)),
-    (datetime(2026, 3, 15, tzinfo=UTC), timedelta(days=200)),
-    (datetime(2027, 3, 15, tzinfo=UTC), timedelta(days=100)),
-    (datetime(2029, 3, 15, tzinfo=UTC), timedelta(days=10)),
-)
+from chancery_shared import br_schedule
+from chancery_shared.br_schedule import DOMAIN, ORGANIZATION
+
+__all__ = ["DOMAIN", "ORGANIZATION", "reusable_until", "certificate_max_validity",
+           "add_years", "not_after_for"]
 
 
-def validation_reuse_period(validated_at: datetime) -> timedelta:
-    """How long a domain validation made at ``validated_at`` may back issuance."""
-    period = _VALIDATION_REUSE[0][1]
-    for starts, length in _VALIDATION_REUSE:
-        if validated_at >= starts:
-            period = length
-    return period
-
-
-def validation_valid_until(validated_at: datetime) -> datetime:
-    return validated_at + validation_reuse_period(validated_at)
-
-
-# BR 6.3.2: the longest validity of a subscriber certificate, by its issuance date
-# (a copy of ca-signer's pki/validity.py schedule; the signer remains the authority and
-# caps every certificate itself). Chancery issues one day less than the BR maximum.
-_CERTIFICATE_VALIDITY = (
-    (datetime(1970, 1, 1, tzinfo=UTC), 398),
-    (datetime(2026, 3, 15, tzinfo=UTC), 200),
-    (datetime(2027, 3, 15, tzinfo=UTC), 100),
-    (datetime(2029, 3, 15, tzinfo=UTC), 47),
-)
+def reusable_until(validated_at: datetime, kind: str = DOMAIN) -> datetime:
+    """The first instant a validation made at ``validated_at`` can no longer back a
+    certificate (BR 4.2.1 as of the signing day): what the API shows as
+    ``reusable_until`` and what every coverage check compares with."""
+    return br_schedule.reusable_until(validated_at, kind)
 
 
 def certificate_max_validity(issued_at: datetime) -> timedelta:
-    """The longest validity ca-signer gives a certificate signed at ``issued_at``."""
-    days = _CERTIFICATE_VALIDITY[0][1]
-    for starts, br_days in _CERTIFICATE_VALIDITY:
-        if issued_at >= starts:
-            days = br_days
-    return timedelta(days=days - 1)
+    """The longest validity ca-signer gives a certificate signed at ``issued_at`` (one
+    day less than the BR maximum; ca-signer caps every certificate itself)."""
+    return timedelta(days=br_schedule.max_validity_days(issued_at) - 1)
 
 
 def add_years(moment: datetime, years: int) -> datetime:

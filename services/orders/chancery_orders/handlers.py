@@ -39,6 +39,7 @@ from chancery_orders.csrs import CheckedCsr, CsrRejected, KeyPolicy, check_csr
 from chancery_orders.model import (
     APPROVED,
     AWAITING_FUNDS,
+    AWAITING_VALIDATION,
     CERT_ISSUED,
     INITIAL,
     ISSUED,
@@ -54,11 +55,14 @@ from chancery_orders.model import (
     Unit,
     User,
     csr_fingerprint,
+    domain_covers,
     new_id,
     uncovered_names,
 )
 
 log = logging.getLogger(__name__)
+# ca-signer's rejection code for evidence too old on its signing day (BR 4.2.1)
+VALIDATION_EXPIRED = "validation_expired"
 SUBMIT_DOMAIN_URL = "/api/orders/v1/domains"
 MAX_COMMON_NAME_LENGTH = 64  # X.520 ub-common-name
 CERTIFICATE_FORMATS = {
@@ -215,6 +219,7 @@ def approve_domain(uow: UnitOfWork, principal: Principal, context: Context, doma
                     "validated_until": isoformat(domain.validated_until),
                     "validation": "manual_review", "note": note},
               correlation_id=domain.id)
+    resume_waiting_orders(uow, context.with_account(domain.account_id), domain.account_id)
     uow.commit()
     return domain
 
@@ -741,35 +746,94 @@ def funds_reserved(uow: UnitOfWork, envelope: Envelope) -> None:
     if envelope.data["amount_cents"] != order.price_cents:
         log.warning("ledger reserved %s cents for order %s, which costs %s cents",
                     envelope.data["amount_cents"], order.id, order.price_cents)
-    context = Context.following(envelope, "orders")
-    now = utcnow()
-    # One certificate for the whole term when the rules allow it (never longer than the
-    # term); otherwise the longest allowed, and the term is a plan reissued within it.
-    not_after = not_after_for(add_years(now, order.term_years), now)
-    issuance = Issuance(id=new_id(), order_id=order.id, attempt=len(order.issuances) + 1,
-                        status="requested", requested_at=now, kind=INITIAL,
-                        not_after=not_after)
-    order.start_issuing(_cause(envelope), issuance)
-    uow.session.flush()  # the (order, attempt) constraint speaks here, before any command
-    send_sign_command(uow, context, order, issuance,
-                      f"orders asked ca-signer to sign the certificate of {order.describe()} "
-                      f"({_money(envelope.data['amount_cents'])} reserved)")
+    _start_first_issuance(uow, Context.following(envelope, "orders"), order,
+                          _cause(envelope),
+                          f"orders asked ca-signer to sign the certificate of "
+                          f"{order.describe()} ({_money(envelope.data['amount_cents'])} "
+                          "reserved)")
+
+
+@dataclass(frozen=True)
+class ValidationEvidence:
+    """What backs a certificate signed at ``at``: per covering domain, the newest
+    validation and the names it covers; the organization's validation for OV and EV.
+    ``stale`` names lack a validation still reusable at ``at`` (BR 4.2.1)."""
+
+    validations: list[dict[str, Any]]
+    stale: list[str]
+    organization_stale: bool
+
+    @property
+    def complete(self) -> bool:
+        return not self.stale and not self.organization_stale
+
+    def reason(self) -> str:
+        parts = []
+        if self.stale:
+            parts.append(f"no validation of the account can back {', '.join(self.stale)} "
+                         f"today (validate {', '.join(_missing_domains(self.stale))} again)")
+        if self.organization_stale:
+            parts.append("the organization's validation is too old to back a certificate "
+                         "today (the platform operator validates it again)")
+        return "; ".join(parts)
+
+
+def validation_evidence(uow: UnitOfWork, order: Order, names: list[str],
+                        at: datetime) -> ValidationEvidence:
+    """The evidence a certificate for ``names`` of ``order`` signed at ``at`` would rest
+    on: what orders checks before it asks for a signature, and what the signing command
+    carries for ca-signer to check again on the day it signs."""
+    domains = _account_domains(uow, order.account_id)
+    by_domain: dict[str, dict[str, Any]] = {}
+    stale: list[str] = []
+    for name in names:
+        covering = [d for d in domains if domain_covers(d, name, at)]
+        if not covering:
+            stale.append(name)
+            continue
+        newest = max(covering, key=lambda d: d.validated_at or at)
+        entry = by_domain.setdefault(newest.id, {
+            "kind": "domain", "name": newest.name, "method": newest.validated_with,
+            "validated_at": isoformat(newest.validated_at), "names": []})
+        entry["names"].append(name)
+    validations = list(by_domain.values())
+    organization_stale = False
+    if order.organization_id is not None:
+        organization = uow.session.get(organizations.Organization, order.organization_id)
+        if organization is None or not organization.is_validated(at):
+            organization_stale = True
+        else:
+            validations.append({"kind": "organization", "name": organization.name,
+                                "method": "operator_review",
+                                "validated_at": isoformat(organization.validated_at),
+                                "names": []})
+    return ValidationEvidence(validations, stale, organization_stale)
 
 
 def send_sign_command(uow: UnitOfWork, context: Context, order: Order, issuance: Issuance,
-                      summary: str) -> bool:
-    """The ``ca_signer.certificate.sign`` command for one issuance of ``order``, after the
-    CAA check of every name (the one place every signing passes). A CAA refusal settles
-    the issuance as ca-signer's rejection would; returns whether the command was sent."""
+                      summary: str, now: datetime | None = None) -> bool:
+    """The ``ca_signer.certificate.sign`` command for one issuance of ``order``, after
+    checking that every name (and the organization) rests on a validation reusable today
+    and after the CAA check of every name: the one place every signing passes. A first
+    issuance whose validation is too old waits (``awaiting_validation``, the money stays
+    held); a reissue is refused as ca-signer's rejection would; returns whether the
+    command was sent."""
     names = list(issuance.sans) if issuance.sans else order.names
-    subject = {"common_name": names[0]}
+    now = now or utcnow()
+    evidence = validation_evidence(uow, order, names, now)
+    if not evidence.complete:
+        if issuance.kind == INITIAL:
+            issuance.status, issuance.finished_at = "rejected", now
+            issuance.failure_reason = evidence.reason()
+            wait_for_validation(uow, context, order, evidence.reason(), evidence.stale,
+                                evidence.organization_stale)
+        else:
+            _refuse_issuance(uow, context, order, issuance, evidence.reason())
+        return False
+    subject: dict[str, Any] = {"common_name": names[0]}
     if order.organization_id is not None:
         organization = uow.session.get(organizations.Organization, order.organization_id)
-        if organization is None or not organization.is_validated(utcnow()):
-            _refuse_issuance(uow, context, order, issuance,
-                             "the organization's validation has expired; validate it again "
-                             "before issuing")
-            return False
+        assert organization is not None  # validation_evidence found it validated
         subject.update(organization.subject())
     try:
         uow.caa.check(names)  # the service's checker (OrdersService.uow)
@@ -781,8 +845,54 @@ def send_sign_command(uow: UnitOfWork, context: Context, order: Order, issuance:
                   "csr_pem": issuance.csr_pem or order.csr_pem,
                   "profile": order.product.validation_level,
                   "subject": subject, "sans": names,
-                  "not_after": isoformat(issuance.not_after) if issuance.not_after else None})
+                  "not_after": isoformat(issuance.not_after) if issuance.not_after else None,
+                  "validations": evidence.validations})
     return True
+
+
+def wait_for_validation(uow: UnitOfWork, context: Context, order: Order, reason: str,
+                        names: list[str], organization: bool) -> None:
+    """The order's first certificate cannot be signed on today's evidence: it waits for
+    the validation to be renewed, its money still held and nothing charged."""
+    order.wait_for_validation(context.actor, reason, names, organization)
+    _order_event(uow, "orders.order.awaiting_validation", context, order,
+                 f"{order.describe(capital=True)} waits for validation: {reason}",
+                 {"order_id": order.id, "reason": reason, "names": names,
+                  "organization": organization})
+
+
+def _start_first_issuance(uow: UnitOfWork, context: Context, order: Order, actor: Actor,
+                          summary: str) -> bool:
+    """Ask for the order's first certificate (on approval with funds, or on resuming)."""
+    now = utcnow()
+    # One certificate for the whole term when the rules allow it (never longer than the
+    # term); otherwise the longest allowed, and the term is a plan reissued within it.
+    not_after = not_after_for(add_years(now, order.term_years), now)
+    issuance = Issuance(id=new_id(), order_id=order.id, attempt=len(order.issuances) + 1,
+                        status="requested", requested_at=now, kind=INITIAL,
+                        not_after=not_after)
+    order.start_issuing(actor, issuance)
+    uow.session.flush()  # the (order, attempt) constraint speaks here, before any command
+    return send_sign_command(uow, context, order, issuance, summary)
+
+
+def resume_waiting_orders(uow: UnitOfWork, context: Context, account_id: str) -> list[Order]:
+    """After a validation of the account was renewed: ask again for the certificate of
+    each of its orders awaiting validation that today's evidence now backs. The caller
+    commits."""
+    waiting = uow.session.execute(select(Order).where(
+        Order.account_id == account_id, Order.status == AWAITING_VALIDATION)
+        .order_by(Order.created_at).with_for_update()).scalars().all()
+    resumed = []
+    now = utcnow()
+    for order in waiting:
+        if not validation_evidence(uow, order, order.names, now).complete:
+            continue
+        if _start_first_issuance(uow, context, order, context.actor,
+                                 f"orders asked ca-signer again to sign the certificate of "
+                                 f"{order.describe()}: its validation was renewed"):
+            resumed.append(order)
+    return resumed
 
 
 def _refuse_issuance(uow: UnitOfWork, context: Context, order: Order, issuance: Issuance,
@@ -935,6 +1045,13 @@ def certificate_rejected(uow: UnitOfWork, envelope: Envelope) -> None:
                         else "nothing changed"),
                      {"order_id": order.id, "issuance_id": issuance.id,
                       "reason": data["reason"]})
+        return
+    if data.get("code") == VALIDATION_EXPIRED:
+        # The signer judged the evidence too old on its signing day (the clock crossed a
+        # limit since orders checked): wait for a new validation, the money still held.
+        issuance.failure_reason = data["reason"]
+        wait_for_validation(uow, context, order, f"ca-signer: {data['reason']}",
+                            data.get("names") or [], bool(data.get("organization")))
         return
     order.mark_failed(_cause(envelope), data["reason"], findings)
     _order_event(uow, "orders.order.failed", context, order,

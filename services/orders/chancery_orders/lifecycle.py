@@ -470,7 +470,7 @@ def _reissue_plan(uow: UnitOfWork, order_id: str, now: datetime,
                   "revoke_previous": False, "automatic": True})
     if not send_sign_command(uow, context, order, issuance,
                              f"orders asked ca-signer to reissue {order.describe()} within "
-                             "its plan (no charge)"):
+                             "its plan (no charge)", now=now):
         return None  # refused (CAA): recorded on the order, not retried
     return "requested"
 

@@ -32,7 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from chancery_orders import names as hostnames
-from chancery_orders.compliance import add_years, validation_valid_until
+from chancery_orders.compliance import add_years, reusable_until
 
 metadata = service_metadata()
 messaging = MessagingTables(metadata)
@@ -148,6 +148,11 @@ class Domain(Base):
         return self.status_at(utcnow())
 
     @property
+    def reusable_until(self) -> datetime | None:
+        """Until when the validation may back a certificate (BR 4.2.1 at signing)."""
+        return self.validated_until
+
+    @property
     def http_file_name(self) -> str:
         return f"chancery-{self.id}.txt"
 
@@ -169,7 +174,7 @@ class Domain(Base):
         """CA staff looked at the evidence and vouch for it (BR 3.2.2.4 by a person)."""
         self.status = "validated"
         self.validated_at = at
-        self.validated_until = validation_valid_until(at)
+        self.validated_until = reusable_until(at)
         self.validated_by_id = by.user_id
         self.validated_by_name = by.user_name
         self.validation_note = note
@@ -234,6 +239,9 @@ def uncovered_names(names: Iterable[str], domains: Iterable[Domain], at: datetim
 PENDING_APPROVAL = "pending_approval"
 APPROVED = "approved"
 AWAITING_FUNDS = "awaiting_funds"
+# paid for (the money stays held) but a name's or the organization's validation is too
+# old to back a certificate signed now (BR 4.2.1); issuing resumes once it is renewed
+AWAITING_VALIDATION = "awaiting_validation"
 ISSUING = "issuing"
 ISSUED = "issued"
 REJECTED = "rejected"
@@ -241,16 +249,17 @@ CANCELLED = "cancelled"
 FAILED = "failed"
 REVOKED = "revoked"
 EXPIRED = "expired"
-ORDER_STATUSES = (PENDING_APPROVAL, APPROVED, AWAITING_FUNDS, ISSUING, ISSUED, REJECTED,
-                  CANCELLED, FAILED, REVOKED, EXPIRED)
+ORDER_STATUSES = (PENDING_APPROVAL, APPROVED, AWAITING_FUNDS, AWAITING_VALIDATION, ISSUING,
+                  ISSUED, REJECTED, CANCELLED, FAILED, REVOKED, EXPIRED)
 TRANSITIONS: dict[str, frozenset[str]] = {
     PENDING_APPROVAL: frozenset({APPROVED, REJECTED, CANCELLED}),
-    APPROVED: frozenset({AWAITING_FUNDS, ISSUING, CANCELLED}),
-    AWAITING_FUNDS: frozenset({ISSUING, CANCELLED}),
-    ISSUING: frozenset({ISSUED, FAILED}),
+    APPROVED: frozenset({AWAITING_FUNDS, AWAITING_VALIDATION, ISSUING, CANCELLED}),
+    AWAITING_FUNDS: frozenset({AWAITING_VALIDATION, ISSUING, CANCELLED}),
+    AWAITING_VALIDATION: frozenset({ISSUING, CANCELLED}),
+    ISSUING: frozenset({ISSUED, FAILED, AWAITING_VALIDATION}),
     ISSUED: frozenset({REVOKED, EXPIRED}),
 }
-CANCELLABLE = (PENDING_APPROVAL, APPROVED, AWAITING_FUNDS)
+CANCELLABLE = (PENDING_APPROVAL, APPROVED, AWAITING_FUNDS, AWAITING_VALIDATION)
 RENEWABLE = (ISSUED, EXPIRED)
 # RFC 5280 CRLReason names a subscriber may give (5.3.1), in the API's snake_case.
 REVOCATION_REASONS = ("unspecified", "key_compromise", "affiliation_changed", "superseded",
@@ -445,7 +454,16 @@ class Order(Base):
         self._move(AWAITING_FUNDS, actor, "awaiting_funds",
                    {"amount_cents": amount_cents, "available_cents": available_cents})
 
+    def wait_for_validation(self, actor: Actor, reason: str, names: list[str],
+                            organization: bool) -> None:
+        """The validation behind some names (or the organization) is too old to back a
+        certificate signed now: the order waits, its money held, until it is renewed."""
+        self.failure_reason = reason
+        self._move(AWAITING_VALIDATION, actor, "awaiting_validation",
+                   {"reason": reason, "names": names, "organization": organization})
+
     def start_issuing(self, actor: Actor, issuance: Issuance) -> None:
+        self.failure_reason = None
         self._move(ISSUING, actor, "issuing", {"issuance_id": issuance.id,
                                                "attempt": issuance.attempt})
         self.issuances.append(issuance)

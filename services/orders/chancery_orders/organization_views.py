@@ -57,7 +57,14 @@ class OrganizationSchema(Schema):
     status = fields.String(attribute="current_status",
                            metadata={"description": "pending, validated or expired"})
     validated_at = Rfc3339(allow_none=True)
-    validated_until = Rfc3339(allow_none=True)
+    reusable_until = Rfc3339(allow_none=True, metadata={
+        "description": "the first moment this validation can no longer back a "
+                       "certificate: the reuse period of BR 4.2.1 (organization data: "
+                       "398 days, counted "
+                       "at the signing day), so it shortens when the schedule "
+                       "steps down"})
+    validated_until = Rfc3339(allow_none=True, metadata={
+        "description": "the same instant as reusable_until (its older name)"})
     validated_by = fields.Method("_validated_by", allow_none=True)
     validation_note = fields.String(allow_none=True)
     submitted_by = fields.Method("_submitted_by")

@@ -2,8 +2,9 @@
 
 An account submits its organization (name, country, state or province, locality, and
 optionally street and postal code); the platform operator checks it against official
-records and validates it for a reuse period (``compliance.validation_valid_until``, the
-same schedule as domains: compliance.md gives none of its own for organizations). OV and
+records and validates it; the validation backs certificates until
+``compliance.reusable_until(..., ORGANIZATION)`` (BR 4.2.1: 398 days for subject
+identity data from 2026-03-15, counted at the signing day). OV and
 EV orders name a validated organization, and the signing command's subject carries its
 fields; DV orders never carry organization fields.
 """
@@ -22,7 +23,7 @@ from chancery_shared.web.problems import Conflict, InvalidField, NotFound
 from sqlalchemy import String, Text, select
 from sqlalchemy.orm import Mapped, mapped_column
 
-from chancery_orders.compliance import validation_valid_until
+from chancery_orders.compliance import ORGANIZATION, reusable_until
 from chancery_orders.model import Base, new_id
 
 PENDING, VALIDATED, EXPIRED = "pending", "validated", "expired"
@@ -66,6 +67,11 @@ class Organization(Base):
     @property
     def current_status(self) -> str:
         return self.status_at(utcnow())
+
+    @property
+    def reusable_until(self) -> datetime | None:
+        """Until when the validation may back a certificate (BR 4.2.1 at signing)."""
+        return self.validated_until
 
     def is_validated(self, at: datetime) -> bool:
         return self.status_at(at) == VALIDATED
@@ -172,7 +178,7 @@ def approve_organization(uow: UnitOfWork, principal: Principal, context: Context
                        code="invalid_organization_state",
                        organization_status=organization.status_at(now))
     organization.status, organization.validated_at = VALIDATED, now
-    organization.validated_until = validation_valid_until(now)
+    organization.validated_until = reusable_until(now, ORGANIZATION)
     organization.validated_by_id = context.actor.user_id
     organization.validated_by_name = context.actor.user_name
     organization.validation_note = note
@@ -181,5 +187,9 @@ def approve_organization(uow: UnitOfWork, principal: Principal, context: Context
               summary=f"{_person(context)} validated the organization {organization.name} "
                       f"(valid until {organization.validated_until.date().isoformat()})",
               data={**_data(organization), "note": note}, correlation_id=organization.id)
+    # OV/EV orders waiting for this validation go on to be signed, in this transaction
+    from chancery_orders.handlers import resume_waiting_orders
+    resume_waiting_orders(uow, context.with_account(organization.account_id),
+                          organization.account_id)
     uow.commit()
     return organization

@@ -32,7 +32,7 @@ from chancery_shared.messaging.unit_of_work import UnitOfWork
 from chancery_shared.web.problems import NotFound
 from sqlalchemy import and_, or_, select
 
-from chancery_orders.compliance import validation_valid_until
+from chancery_orders.compliance import reusable_until
 from chancery_orders.model import (
     CHALLENGE_LABEL,
     HTTP_FILE_PATH,
@@ -394,7 +394,7 @@ def record_attempt(uow: UnitOfWork, domain_id: str, method: str, token: str, fin
     if finding.validated:
         domain.status = "validated"
         domain.validated_at = now
-        domain.validated_until = validation_valid_until(now)
+        domain.validated_until = reusable_until(now)
         domain.validated_by_id = context.actor.user_id
         domain.validated_by_name = context.actor.user_name or "automatic check"
         domain.validation_note = f"{method}: {finding.queried}"
@@ -404,6 +404,9 @@ def record_attempt(uow: UnitOfWork, domain_id: str, method: str, token: str, fin
                f"{who} checked the domain {domain.name} by {method} ({finding.queried}, "
                f"{finding.vantage}): token found; validated until "
                f"{domain.validated_until.date().isoformat()}")
+        # orders waiting for this validation go on to be signed, in the same transaction
+        from chancery_orders.handlers import resume_waiting_orders
+        resume_waiting_orders(uow, context, domain.account_id)
     else:
         if before in ("pending", "failed"):
             domain.status = "failed"

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from chancery_orders import names
-from chancery_orders.compliance import validation_reuse_period
+from chancery_orders.compliance import ORGANIZATION, reusable_until
 from chancery_orders.model import Domain, domain_covers, uncovered_names
 
 
@@ -86,12 +86,23 @@ def test_uncovered_names_keeps_the_order_given():
         "x.other.org", "a.net"]
 
 
-@pytest.mark.parametrize(("validated_at", "days"), [
-    (datetime(2026, 3, 14, 23, 59, tzinfo=UTC), 398),
-    (datetime(2026, 3, 15, tzinfo=UTC), 200),
-    (datetime(2027, 3, 14, tzinfo=UTC), 200),
-    (datetime(2027, 3, 15, tzinfo=UTC), 100),
-    (datetime(2029, 3, 15, tzinfo=UTC), 10),
+US = timedelta(microseconds=1)
+
+
+@pytest.mark.parametrize(("validated_at", "until"), [
+    # the 200-day rule, long before the next step
+    (datetime(2026, 3, 14, 23, 59, tzinfo=UTC), datetime(2026, 9, 30, 23, 59, tzinfo=UTC) + US),
+    # 2026-12-06 + 200 days would be 2027-06-24, but from 2027-03-15 only 100 days count
+    (datetime(2026, 12, 6, tzinfo=UTC), datetime(2027, 3, 16, tzinfo=UTC) + US),
+    (datetime(2027, 3, 14, tzinfo=UTC), datetime(2027, 6, 22, tzinfo=UTC) + US),
+    # already more than 10 days old when the 10-day rule starts: dead on that day
+    (datetime(2029, 3, 1, tzinfo=UTC), datetime(2029, 3, 15, tzinfo=UTC)),
+    (datetime(2029, 3, 15, tzinfo=UTC), datetime(2029, 3, 25, tzinfo=UTC) + US),
 ])
-def test_validation_reuse_period_follows_the_baseline_requirements_schedule(validated_at, days):
-    assert validation_reuse_period(validated_at) == timedelta(days=days)
+def test_reusable_until_is_counted_at_the_signing_day(validated_at, until):
+    assert reusable_until(validated_at) == until
+
+
+def test_organization_data_follows_its_own_schedule():
+    validated = datetime(2026, 12, 6, tzinfo=UTC)
+    assert reusable_until(validated, ORGANIZATION) == validated + timedelta(days=398) + US

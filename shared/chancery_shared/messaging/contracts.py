@@ -206,6 +206,17 @@ class OrderAwaitingFunds(Payload):
     available_cents = Cents(allow_none=True)
 
 
+@register("orders.order.awaiting_validation")
+class OrderAwaitingValidation(Payload):
+    """A paid order waits: the validation behind ``names`` (or the organization) is too
+    old to back a certificate signed now (BR 4.2.1); the money stays held."""
+
+    order_id = Id(required=True)
+    reason = fields.String(required=True)
+    names = fields.List(fields.String(), required=True)
+    organization = fields.Boolean(required=True)
+
+
 @register("orders.order.assignees_changed")
 class AssigneesChanged(Payload):
     order_id = Id(required=True)
@@ -290,6 +301,17 @@ class RenewalSettingsChanged(Payload):
 # --- ca-signer -----------------------------------------------------------------------
 
 
+class ValidationUsed(Payload):
+    """One validation a signing command rests on: a domain's (the ``names`` of the
+    certificate it covers) or the organization's (OV, EV)."""
+
+    kind = fields.String(required=True, validate=validate.OneOf(("domain", "organization")))
+    name = fields.String(required=True)
+    method = fields.String(allow_none=True)
+    validated_at = Time(required=True)
+    names = fields.List(fields.String(), required=True)
+
+
 @register("ca_signer.certificate.sign")
 class SignCertificate(Payload):
     order_id = Id(required=True)
@@ -299,6 +321,9 @@ class SignCertificate(Payload):
     subject = fields.Dict(required=True)
     sans = fields.List(fields.String(), required=True, validate=validate.Length(min=1))
     not_after = Time(allow_none=True)
+    # the evidence orders relied on; ca-signer refuses public profiles without it, or
+    # when it is too old on the day it signs (BR 4.2.1)
+    validations = fields.List(fields.Nested(ValidationUsed))
 
 
 @register("ca_signer.certificate.revoke")
@@ -326,6 +351,11 @@ class CertificateRejected(Payload):
     issuance_id = Id(required=True)
     reason = fields.String(required=True)
     lint_findings = fields.List(fields.Dict(), required=True)
+    # "validation_expired": the evidence was too old on the signing day; ``names`` and
+    # ``organization`` say which (orders waits for a new validation, nothing is released)
+    code = fields.String(allow_none=True)
+    names = fields.List(fields.String())
+    organization = fields.Boolean()
 
 
 @register("ca_signer.certificate.revoked")

@@ -1,18 +1,9 @@
-"""Validity periods of subscriber certificates and reuse periods of domain validation.
+"""Validity periods of subscriber certificates, from the BR schedule.
 
-The CA/B Forum BR shorten both in steps (compliance.md):
-
-=============  ======================  ===========================
-from           max certificate days     max validation reuse days
-=============  ======================  ===========================
-(before)       398                      398
-2026-03-15     200                      200
-2027-03-15     100                      100
-2029-03-15     47                       10
-=============  ======================  ===========================
-
-Validity is counted inclusively: ``notAfter - notBefore + 1 s``. pkilint errors above
-the BR maximum and *warns* above one day less (it treats the last day as "SHOULD
+The schedule itself (certificate validity and validation reuse, by date) lives in
+``chancery_shared.br_schedule``, which orders reads too. Here: what the signer does
+with it. Validity is counted inclusively: ``notAfter - notBefore + 1 s``. pkilint errors
+above the BR maximum and *warns* above one day less (it treats the last day as "SHOULD
 NOT"), so Chancery caps certificates at the BR maximum minus one day (397/199/99/46
 days): lint stays silent and a clock skew of a few hours cannot tip us over the limit.
 
@@ -23,12 +14,15 @@ with UTC certificate times silently shifts periods by the local offset.
 from __future__ import annotations
 
 import datetime as _dt
-from dataclasses import dataclass
+
+from chancery_shared import br_schedule
+from chancery_shared.br_schedule import (
+    max_validation_reuse_days,
+    max_validity_days,
+    validation_reusable,
+)
 
 __all__ = [
-    "ValidityPeriodRule",
-    "RULES",
-    "rule_at",
     "max_validity_days",
     "max_validity",
     "validity_period",
@@ -41,37 +35,7 @@ __all__ = [
 
 UTC = _dt.UTC
 ONE_SECOND = _dt.timedelta(seconds=1)
-
-
-@dataclass(frozen=True)
-class ValidityPeriodRule:
-    """One step of the BR schedule, applying from ``starts`` (inclusive)."""
-
-    starts: _dt.datetime
-    max_validity_days: int
-    max_validation_reuse_days: int
-
-    @property
-    def capped_validity_days(self) -> int:
-        """What Chancery issues at most: the BR maximum minus one day (no pkilint warning)."""
-        return self.max_validity_days - 1
-
-
-#: The schedule, oldest first. The first rule covers everything before 2026-03-15.
-RULES: tuple[ValidityPeriodRule, ...] = (
-    ValidityPeriodRule(_dt.datetime.min.replace(tzinfo=UTC), 398, 398),
-    ValidityPeriodRule(_dt.datetime(2026, 3, 15, tzinfo=UTC), 200, 200),
-    ValidityPeriodRule(_dt.datetime(2027, 3, 15, tzinfo=UTC), 100, 100),
-    ValidityPeriodRule(_dt.datetime(2029, 3, 15, tzinfo=UTC), 47, 10),
-)
-
-
-def _aware(value: _dt.datetime, name: str) -> _dt.datetime:
-    if not isinstance(value, _dt.datetime):
-        raise TypeError(f"{name} must be a datetime")
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(f"{name} must be timezone-aware")
-    return value.astimezone(UTC)
+_aware = br_schedule.aware
 
 
 def truncate_to_seconds(value: _dt.datetime) -> _dt.datetime:
@@ -79,24 +43,9 @@ def truncate_to_seconds(value: _dt.datetime) -> _dt.datetime:
     return _aware(value, "value").replace(microsecond=0)
 
 
-def rule_at(at: _dt.datetime) -> ValidityPeriodRule:
-    """The rule in force at ``at``."""
-    at = _aware(at, "at")
-    current = RULES[0]
-    for rule in RULES:
-        if at >= rule.starts:
-            current = rule
-    return current
-
-
-def max_validity_days(at: _dt.datetime) -> int:
-    """The BR maximum validity (days, inclusive counting) for a certificate issued at ``at``."""
-    return rule_at(at).max_validity_days
-
-
 def max_validity(at: _dt.datetime) -> _dt.timedelta:
     """The longest validity Chancery issues at ``at`` (BR maximum minus one day)."""
-    return _dt.timedelta(days=rule_at(at).capped_validity_days)
+    return _dt.timedelta(days=max_validity_days(at) - 1)
 
 
 def validity_period(not_before: _dt.datetime, not_after: _dt.datetime) -> _dt.timedelta:
@@ -128,42 +77,7 @@ def cap_not_after(
     return min(requested, latest)
 
 
-def max_validation_reuse_days(at: _dt.datetime) -> int:
-    """How old (days) domain/organization validation data may be when issuing at ``at``."""
-    return rule_at(at).max_validation_reuse_days
-
-
-def validation_reusable(validated_at: _dt.datetime, at: _dt.datetime) -> bool:
-    """True when a validation completed at ``validated_at`` may still back issuance at ``at``."""
-    validated_at = _aware(validated_at, "validated_at")
-    at = _aware(at, "at")
-    if validated_at > at:
-        return False
-    return at - validated_at <= _dt.timedelta(days=max_validation_reuse_days(at))
-
-
 def validation_expires_at(validated_at: _dt.datetime) -> _dt.datetime:
-    """The first instant at which a validation made at ``validated_at`` can no longer be reused.
-
-    Accounts for the schedule shrinking in between (a validation made before a step
-    may expire on the step date itself).
-    """
-    validated_at = _aware(validated_at, "validated_at")
-    candidates = []
-    for i, rule in enumerate(RULES):
-        end_of_rule = RULES[i + 1].starts if i + 1 < len(RULES) else None
-        expiry = (
-            validated_at
-            + _dt.timedelta(days=rule.max_validation_reuse_days)
-            + _dt.timedelta(microseconds=1)
-        )
-        start = max(rule.starts, validated_at)
-        # In this rule's window the validation dies at `expiry` if that falls in the window,
-        # or at the window's start if it is already too old there.
-        if end_of_rule is not None and start >= end_of_rule:
-            continue
-        if expiry <= start:
-            candidates.append(start)
-        elif end_of_rule is None or expiry < end_of_rule:
-            candidates.append(expiry)
-    return min(candidates)
+    """The first instant a domain validation made at ``validated_at`` can no longer be
+    reused (``br_schedule.reusable_until``)."""
+    return br_schedule.reusable_until(validated_at)
