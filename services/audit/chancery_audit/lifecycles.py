@@ -5,11 +5,13 @@ expiry or revocation, and a CA key's records two years past its CA certificate. 
 entry's own time is therefore not enough to know when it may go: audit learns, from the
 messages it records anyway,
 
-- which orders, subscriber certificates (serials) and CAs (issuers) each entry is about
-  (``audit_entry_concerns``);
-- each certificate's order and when it stops being valid: ``not_after`` from
+- which orders, subscriber certificates (serials), CAs (issuers) and domains (by name:
+  their validations are certificate lifecycle records too, BR 5.4.1) each entry is
+  about (``audit_entry_concerns``);
+- each certificate's order, names, and when it stops being valid: ``not_after`` from
   ``ca_signer.certificate.issued``, ``revoked_at`` from ``ca_signer.certificate.revoked``
-  (``audit_certificates``; a reissue is a new serial of the same order);
+  (``audit_certificates``, ``audit_certificate_names``; a reissue is a new serial of the
+  same order);
 - orders that ended without a certificate: rejected, cancelled or failed
   (``audit_orders``);
 - each CA certificate's ``not_after``, from ``ca_signer.issuer.created``
@@ -29,9 +31,11 @@ from sqlalchemy.orm import Session
 
 from chancery_audit.model import (
     CERTIFICATE,
+    DOMAIN,
     ISSUER,
     ORDER,
     AuditCertificate,
+    AuditCertificateName,
     AuditEntryConcern,
     AuditIssuer,
     AuditOrder,
@@ -48,7 +52,13 @@ ISSUER_FIELDS = ("issuer_id", "previous_issuer_id", "replaced_by")
 ENDED_WITHOUT_CERTIFICATE = frozenset({"orders.order.rejected", "orders.order.cancelled",
                                        "orders.order.failed"})
 
-__all__ = ["ENDED_WITHOUT_CERTIFICATE", "concerns_of", "learn"]
+__all__ = ["ENDED_WITHOUT_CERTIFICATE", "certificate_name", "concerns_of", "learn"]
+
+
+def certificate_name(name: str) -> str:
+    """A certificate's name as a domain's would match it: lower case, no ``*.``."""
+    name = name.strip().lower().rstrip(".")
+    return name[2:] if name.startswith("*.") else name
 
 
 def _about_a_ca(message_type: str) -> bool:
@@ -76,6 +86,8 @@ def concerns_of(message_type: str, data: Mapping[str, Any], subject_type: str,
         values = data.get(name)
         if isinstance(values, list):
             found.update((CERTIFICATE, s) for s in values if text(s) is not None)
+    if message_type.startswith("orders.domain.") and (name := text(data.get("name"))):
+        found.add((DOMAIN, certificate_name(name)))
     if _about_a_ca(message_type):
         for name in ISSUER_FIELDS:
             if (issuer_id := text(data.get(name))) is not None:
@@ -116,6 +128,10 @@ def learn(session: Session, *, entry_id: str, message_type: str, account_id: str
         certificate.account_id = account_id
         certificate.issuer_id = data.get("issuer_id")
         certificate.not_after = _time(data.get("not_after"))
+        sans = data.get("sans") if isinstance(data.get("sans"), list) else []
+        for name in sorted({certificate_name(n) for n in sans if isinstance(n, str) and n}):
+            if session.get(AuditCertificateName, (serial, name)) is None:
+                session.add(AuditCertificateName(serial=serial, name=name))
     elif message_type == "ca_signer.certificate.revoked" and isinstance(serial, str):
         revoked_at = _time(data.get("revoked_at")) or as_utc(at)
         certificate = _certificate(session, serial)

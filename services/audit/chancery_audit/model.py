@@ -290,8 +290,9 @@ class AuditCheckpoint(Base):
 
 # --- what entries concern, for retention (BR 5.4.3; see retention.py) -----------------
 
-#: The kinds of thing an entry can concern whose life sets how long the entry is kept.
-ORDER, CERTIFICATE, ISSUER = "order", "certificate", "issuer"
+#: The kinds of thing an entry can concern whose life sets how long the entry is kept
+#: (a domain: by its name, the validations of it that certificates relied on).
+ORDER, CERTIFICATE, ISSUER, DOMAIN = "order", "certificate", "issuer", "domain"
 
 
 class AuditEntryConcern(Base):
@@ -332,6 +333,19 @@ class AuditCertificate(Base):
         """When it stopped (or stops) being valid; None while audit does not know."""
         ends = [moment for moment in (self.not_after, self.revoked_at) if moment is not None]
         return min(ends) if ends else None
+
+
+class AuditCertificateName(Base):
+    """A name a certificate was issued for (its SANs; ``*.`` dropped from a wildcard):
+    how a domain's validation entries find the certificates that may have relied on
+    them."""
+
+    __tablename__ = "audit_certificate_names"
+    __table_args__ = (Index("ix_audit_certificate_names_name", "name"),)
+
+    serial: Mapped[str] = mapped_column(ForeignKey("audit_certificates.serial",
+                                                   ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String, primary_key=True)
 
 
 class AuditOrder(Base):

@@ -10,6 +10,9 @@ How long an entry is kept depends on what it concerns (``lifecycles.py``):
   order expired or was revoked (a reissue is one more certificate of the order). An
   order with no certificate yet is kept as long as it has none; an order that ended
   without one (rejected, cancelled, failed) counts from the day it ended;
+- an entry about a domain (``orders.domain.*``: its validations): until two years after
+  every certificate of the account for that name or a name under it ended (any of them
+  may have relied on the validation); with no such certificate, its own time;
 - an entry about a CA (``ca_signer.issuer.*``, its CRLs, profiles, OCSP responders):
   until two years after the CA certificate's expiry (a revoked CA's key may live on
   until it is destroyed, which no message announces, so revocation does not shorten it);
@@ -36,7 +39,6 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 from chancery_shared.messaging.envelope import Context
-from chancery_shared.messaging.unit_of_work import UnitOfWork
 from chancery_shared.web.problems import InvalidField
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
@@ -45,9 +47,11 @@ from chancery_audit.checkpoints import CheckpointSigner, sign_checkpoint
 from chancery_audit.handlers import record_entry
 from chancery_audit.model import (
     CERTIFICATE,
+    DOMAIN,
     ISSUER,
     ORDER,
     AuditCertificate,
+    AuditCertificateName,
     AuditEntry,
     AuditEntryConcern,
     AuditEntryText,
@@ -71,6 +75,8 @@ KEPT_REASONS: dict[str, str] = {
                    "before the date",
     "issuer": "about a CA certificate that expires less than two years before the date, "
               "or later",
+    "domain": "about a domain whose validation a certificate still valid, or that ended "
+              "less than two years before the date, may have relied on",
     "order_ended": "about an order that ended without a certificate less than two years "
                    "before the date",
     "order_open": "about an order with no certificate yet",
@@ -105,9 +111,11 @@ class _Lives:
     of_orders: dict[str, list[datetime | None]]       # order → its certificates' ends
     orders_ended: dict[str, datetime]                 # order → ended without a certificate
     issuers: dict[str, datetime]                      # CA → its certificate's not_after
+    of_domains: dict[str, list[datetime | None]]      # name → ends of certificates under it
 
     @classmethod
-    def of(cls, session: Session, concerns: set[tuple[str, str]]) -> _Lives:
+    def of(cls, session: Session, concerns: set[tuple[str, str]],
+           account_id: str | None) -> _Lives:
         serials = {ref for kind, ref in concerns if kind == CERTIFICATE}
         orders = {ref for kind, ref in concerns if kind == ORDER}
         issuers = {ref for kind, ref in concerns if kind == ISSUER}
@@ -126,8 +134,17 @@ class _Lives:
         not_after = dict(session.execute(select(AuditIssuer.issuer_id, AuditIssuer.not_after)
                                          .where(AuditIssuer.issuer_id.in_(issuers))).all()) \
             if issuers else {}
+        of_domains: dict[str, list[datetime | None]] = {}
+        for name in sorted({ref for kind, ref in concerns if kind == DOMAIN}):
+            of_domains[name] = [c.ends_at for c in session.execute(
+                select(AuditCertificate).distinct()
+                .join(AuditCertificateName, AuditCertificateName.serial == AuditCertificate.serial)
+                .where(AuditCertificate.account_id == account_id,
+                       or_(AuditCertificateName.name == name,
+                           AuditCertificateName.name.endswith("." + name, autoescape=True))))
+                .scalars()]
         return cls(certificates, dict(of_orders), {k: as_utc(v) for k, v in ended.items()},
-                   {k: as_utc(v) for k, v in not_after.items()})
+                   {k: as_utc(v) for k, v in not_after.items()}, of_domains)
 
     def why_kept(self, concerns: set[tuple[str, str]], before: datetime) -> str | None:
         """Why an entry recorded before ``before`` about ``concerns`` must stay; None
@@ -143,6 +160,9 @@ class _Lives:
         for kind, ref in concerns:
             if kind == CERTIFICATE:
                 ends(self.certificates.get(ref), "certificate")
+            elif kind == DOMAIN:
+                for end in self.of_domains.get(ref, ()):
+                    ends(end, "domain")
             elif kind == ISSUER:
                 ends(self.issuers.get(ref), "issuer")
             elif kind == ORDER:
@@ -182,7 +202,7 @@ def _survey(session: Session, audit_log: AuditLog, before: datetime) -> tuple[in
                        AuditEntryConcern.ref)
                 .where(AuditEntryConcern.entry_id.in_([r.id for r in rows]))):
             concerns[entry_id].add((kind, ref))
-        lives = _Lives.of(session, set().union(*concerns.values()))
+        lives = _Lives.of(session, set().union(*concerns.values()), audit_log.account_id)
         for entry_id, sequence in rows:
             reason = lives.why_kept(concerns.get(entry_id, set()), before)
             if reason is None and sequence > through:

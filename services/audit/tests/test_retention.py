@@ -13,6 +13,7 @@ import pytest
 from chancery_audit import cli
 from chancery_audit.model import (
     AuditCertificate,
+    AuditCertificateName,
     AuditEntry,
     AuditEntryConcern,
     AuditIssuer,
@@ -55,12 +56,13 @@ class Messages:
         self.record("orders.order.rejected", subject=("order", order), at=at,
                     data={"order_id": order, "reason": "not ours"})
 
-    def issued(self, order: str, serial: str, at: datetime, not_after: datetime) -> None:
+    def issued(self, order: str, serial: str, at: datetime, not_after: datetime,
+               sans: tuple[str, ...] = ("www.example.com",)) -> None:
         self.record("ca_signer.certificate.issued", subject=("certificate", serial), at=at,
                     system="ca_signer", data={
                         "order_id": order, "issuance_id": str(uuid.uuid4()), "serial": serial,
                         "issuer_id": "ica-1", "not_before": isoformat(at),
-                        "not_after": isoformat(not_after), "sans": ["www.example.com"],
+                        "not_after": isoformat(not_after), "sans": list(sans),
                         "certificate_pem": "-----BEGIN CERTIFICATE-----\n...",
                         "chain_pem": "-----BEGIN CERTIFICATE-----\n..."})
 
@@ -72,6 +74,12 @@ class Messages:
     def revoke_asked(self, serial: str, at: datetime) -> None:
         self.record("ca_signer.certificate.revoke", subject=("certificate", serial), at=at,
                     data={"serial": serial, "reason": "superseded"})
+
+    def domain_validated(self, name: str, at: datetime) -> None:
+        self.record("orders.domain.validated", subject=("domain", "dom-" + name), at=at,
+                    data={"domain_id": "dom-" + name, "name": name, "method": "dns-txt",
+                          "validated_until": isoformat(at + 200 * DAY),
+                          "validation": "dns-txt", "note": None})
 
     def deposit(self, at: datetime) -> None:
         self.record("ledger.deposit.settled", subject=("deposit", "dep-1"), at=at,
@@ -192,6 +200,24 @@ def test_an_entry_about_a_certificate_audit_never_saw_issued_is_kept(bus, audit)
     assert (done[KEY].entries, dict(done[KEY].kept)) == (0, {"unknown": 1})
 
 
+def test_a_domain_s_validation_waits_for_the_certificates_that_may_have_relied_on_it(
+        bus, audit):
+    bus.domain_validated("example.com", ago(1000))
+    bus.domain_validated("example.org", ago(999))   # no certificate: its own time
+    bus.issued(str(uuid.uuid4()), "0a08", ago(990), not_after=NOW + 50 * DAY,
+               sans=("*.shop.EXAMPLE.com",))
+    bus.domain_validated("ample.com", ago(980))     # not a parent of shop.example.com
+
+    done = run_purge(audit)
+
+    assert done[KEY].entries == 0
+    assert dict(done[KEY].kept) == {"domain": 1, "chain": 2, "certificate": 1}
+
+    bus.revoked("0a08", ago(900))
+    done = run_purge(audit)
+    assert done[KEY].entries == 5
+
+
 # --- orders without a certificate, and entries about nothing of the kind -------------
 
 
@@ -305,7 +331,7 @@ def test_the_purge_entry_says_what_it_kept(bus, audit):
 # --- what is learnt, and the migration that learnt it from older entries -------------
 
 
-def facts(audit) -> tuple[set, set, set, set]:
+def facts(audit) -> tuple[set, set, set, set, set]:
     with audit.uow() as uow:
         session = uow.session
         return (
@@ -315,14 +341,17 @@ def facts(audit) -> tuple[set, set, set, set]:
              for c in session.execute(select(AuditCertificate)).scalars()},
             {(o.order_id, o.ended_at, o.ended_as)
              for o in session.execute(select(AuditOrder)).scalars()},
-            {(i.issuer_id, i.not_after) for i in session.execute(select(AuditIssuer)).scalars()})
+            {(i.issuer_id, i.not_after) for i in session.execute(select(AuditIssuer)).scalars()},
+            set(session.execute(select(AuditCertificateName.serial,
+                                       AuditCertificateName.name)).all()))
 
 
 @pytest.fixture
 def a_history(bus) -> Iterator[None]:
     order, rejected = str(uuid.uuid4()), str(uuid.uuid4())
     bus.order_submitted(order, ago(400))
-    bus.issued(order, "0b01", ago(399), not_after=ago(200))
+    bus.domain_validated("example.net", ago(401))
+    bus.issued(order, "0b01", ago(399), not_after=ago(200), sans=("example.net", "*.Example.net"))
     bus.revoked("0b01", ago(300))
     bus.order_submitted(rejected, ago(100))
     bus.order_rejected(rejected, ago(99))
@@ -332,11 +361,12 @@ def a_history(bus) -> Iterator[None]:
 
 
 def test_recording_learns_what_each_entry_concerns(a_history, audit):
-    concerns, certificates, orders, issuers = facts(audit)
+    concerns, certificates, orders, issuers, names = facts(audit)
 
     assert {(kind, ref) for _, kind, ref in concerns} >= {
-        ("certificate", "0b01"), ("issuer", "ica-9")}
-    assert len({entry for entry, *_ in concerns}) == 6  # all but the deposit
+        ("certificate", "0b01"), ("issuer", "ica-9"), ("domain", "example.net")}
+    assert len({entry for entry, *_ in concerns}) == 7  # all but the deposit
+    assert names == {("0b01", "example.net")}
     [certificate] = certificates
     assert certificate[0] == "0b01" and certificate[3:] == (ago(200), ago(300))
     assert [o[2] for o in orders] == ["orders.order.rejected"]

@@ -21,8 +21,8 @@ BATCH = 1000
 
 
 def upgrade() -> None:
-    """audit_entry_concerns (the orders, certificates and CAs an entry is about),
-    audit_certificates, audit_orders (ended without a certificate) and audit_issuers;
+    """audit_entry_concerns (the orders, certificates, CAs and domains an entry is
+    about), audit_certificates and their names, audit_orders (ended without a certificate) and audit_issuers;
     filled from the entries already recorded, oldest first in each log."""
     op.create_table('audit_certificates',
     sa.Column('serial', sa.String(), nullable=False),
@@ -35,6 +35,15 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('audit_certificates', schema=None) as batch_op:
         batch_op.create_index('ix_audit_certificates_order', ['order_id'], unique=False)
+
+    op.create_table('audit_certificate_names',
+    sa.Column('serial', sa.String(), nullable=False),
+    sa.Column('name', sa.String(), nullable=False),
+    sa.ForeignKeyConstraint(['serial'], ['audit_certificates.serial'], name=op.f('fk_audit_certificate_names_serial_audit_certificates'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('serial', 'name', name=op.f('pk_audit_certificate_names'))
+    )
+    with op.batch_alter_table('audit_certificate_names', schema=None) as batch_op:
+        batch_op.create_index('ix_audit_certificate_names_name', ['name'], unique=False)
 
     op.create_table('audit_issuers',
     sa.Column('issuer_id', sa.String(), nullable=False),
@@ -88,6 +97,9 @@ def downgrade() -> None:
     op.drop_table('audit_entry_concerns')
     op.drop_table('audit_orders')
     op.drop_table('audit_issuers')
+    with op.batch_alter_table('audit_certificate_names', schema=None) as batch_op:
+        batch_op.drop_index('ix_audit_certificate_names_name')
+    op.drop_table('audit_certificate_names')
     with op.batch_alter_table('audit_certificates', schema=None) as batch_op:
         batch_op.drop_index('ix_audit_certificates_order')
     op.drop_table('audit_certificates')
