@@ -23,6 +23,7 @@ that made them), so a log recorded before them is kept as it should be.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
@@ -160,8 +161,6 @@ def learn(session: Session, *, entry_id: str, message_type: str, account_id: str
 def learn_from_entries(session: Session, entries: Iterable[Any]) -> None:
     """``learn`` from stored entries (rows with ``id``, ``at``, ``account_id`` and
     ``envelope``), in the order given: the migration's backfill."""
-    import json
-
     for row in entries:
         message = json.loads(row.envelope)
         subject = message.get("subject") or {}
