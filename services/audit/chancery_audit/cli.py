@@ -6,8 +6,10 @@
     chancery-audit checkpoint
         sign a checkpoint of every log that grew since its last one, now
     chancery-audit purge --before YYYY-MM-DD --operator NAME
-        delete entries recorded before the date (at least two years ago); each log
-        it shortens gets an entry saying so and a new checkpoint
+        delete entries recorded before the date (at least two years ago) whose
+        certificates, orders and CAs also ended before it (BR 5.4.3), as a prefix of
+        each log; each log it shortens gets an entry saying so and a new checkpoint;
+        prints how many older entries each log kept, and why
 
 They read the service's CHANCERY_* environment (its database, the key passphrase).
 """
@@ -69,8 +71,14 @@ def cmd_purge(args: argparse.Namespace) -> int:
     done = retention.purge(service.uow, service.signer, who, before=before, now=utcnow())
     for purged in done:
         print(f"{purged.log_key}: purged {purged.entries} entries (through entry "
-              f"{purged.through_sequence})")
-    print(f"{len(done)} log(s) shortened")
+              f"{purged.through_sequence}), kept {purged.kept_total} recorded before "
+              f"{before:%Y-%m-%d}")
+        for reason, text in retention.KEPT_REASONS.items():
+            if purged.kept.get(reason):
+                print(f"  kept {purged.kept[reason]} {text}")
+    print(f"{sum(1 for p in done if p.entries)} log(s) shortened, "
+          f"{sum(p.entries for p in done)} entries purged, "
+          f"{sum(p.kept_total for p in done)} older entries kept")
     return 0
 
 
@@ -83,7 +91,7 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_verify)
     p = commands.add_parser("checkpoint", help="sign checkpoints of logs that grew")
     p.set_defaults(run=cmd_checkpoint)
-    p = commands.add_parser("purge", help="delete entries older than two years or more")
+    p = commands.add_parser("purge", help="delete entries whose retention has ended")
     p.add_argument("--before", required=True, help="YYYY-MM-DD: delete entries before it")
     p.add_argument("--operator", required=True, help="your name, recorded in the log")
     p.set_defaults(run=cmd_purge)

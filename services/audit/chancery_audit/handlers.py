@@ -40,6 +40,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, lazyload
 
+from chancery_audit import lifecycles
 from chancery_audit.model import (
     AuditEntry,
     AuditEntryText,
@@ -135,6 +136,9 @@ def record_entry(uow: UnitOfWork, envelope: Envelope) -> AuditEntry | None:
                                      unit_ids=units)
     session.add(entry)
     session.flush()
+    lifecycles.learn(session, entry_id=entry.id, message_type=envelope.type,
+                     account_id=envelope.account_id, at=entry.at, data=envelope.data,
+                     subject_type=entry.subject_type, subject_id=entry.subject_id)
     return entry
 
 

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from chancery_shared.db import service_metadata
+from chancery_shared.db import UtcDateTime, service_metadata
 from chancery_shared.messaging.envelope import Envelope, utcnow
 from chancery_shared.messaging.tables import MessagingTables
 from sqlalchemy import (
@@ -286,3 +286,86 @@ class AuditCheckpoint(Base):
     signed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     key_id: Mapped[str] = mapped_column(ForeignKey("audit_signing_keys.id"))
     signature: Mapped[str] = mapped_column(String(100))  # Ed25519, base64
+
+
+# --- what entries concern, for retention (BR 5.4.3; see retention.py) -----------------
+
+#: The kinds of thing an entry can concern whose life sets how long the entry is kept
+#: (a domain: by its name, the validations of it that certificates relied on).
+ORDER, CERTIFICATE, ISSUER, DOMAIN = "order", "certificate", "issuer", "domain"
+
+
+class AuditEntryConcern(Base):
+    """An order, a subscriber certificate (by serial) or a CA (issuer) an entry is about.
+
+    Learnt from the message when the entry is recorded (``lifecycles.concerns_of``);
+    not part of the chained content: it is derived from the envelope, which is.
+    """
+
+    __tablename__ = "audit_entry_concerns"
+
+    entry_id: Mapped[str] = mapped_column(ForeignKey("audit_entries.id", ondelete="CASCADE"),
+                                          primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    ref: Mapped[str] = mapped_column(String, primary_key=True)
+
+
+class AuditCertificate(Base):
+    """A subscriber certificate as the messages told audit about it: its order, and when
+    it stops being valid (``not_after``, or ``revoked_at`` once revoked).
+
+    Kept after the entries about it are purged: a later entry about its order still
+    needs it.
+    """
+
+    __tablename__ = "audit_certificates"
+    __table_args__ = (Index("ix_audit_certificates_order", "order_id"),)
+
+    serial: Mapped[str] = mapped_column(String, primary_key=True)
+    order_id: Mapped[str | None] = mapped_column(String)
+    account_id: Mapped[str | None] = mapped_column(String)
+    issuer_id: Mapped[str | None] = mapped_column(String)
+    not_after: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+    @property
+    def ends_at(self) -> datetime | None:
+        """When it stopped (or stops) being valid; None while audit does not know."""
+        ends = [moment for moment in (self.not_after, self.revoked_at) if moment is not None]
+        return min(ends) if ends else None
+
+
+class AuditCertificateName(Base):
+    """A name a certificate was issued for (its SANs; ``*.`` dropped from a wildcard):
+    how a domain's validation entries find the certificates that may have relied on
+    them."""
+
+    __tablename__ = "audit_certificate_names"
+    __table_args__ = (Index("ix_audit_certificate_names_name", "name"),)
+
+    serial: Mapped[str] = mapped_column(ForeignKey("audit_certificates.serial",
+                                                   ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String, primary_key=True)
+
+
+class AuditOrder(Base):
+    """An order that ended without a certificate (rejected, cancelled or failed): the
+    entries about it are kept two years from then. Orders audit saw issue are known by
+    their certificates; any other order is still open."""
+
+    __tablename__ = "audit_orders"
+
+    order_id: Mapped[str] = mapped_column(String, primary_key=True)
+    account_id: Mapped[str | None] = mapped_column(String)
+    ended_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    ended_as: Mapped[str] = mapped_column(String)  # the message type that ended it
+
+
+class AuditIssuer(Base):
+    """A CA certificate (root or issuing) and when it expires: its key's lifecycle
+    entries are kept two years past that."""
+
+    __tablename__ = "audit_issuers"
+
+    issuer_id: Mapped[str] = mapped_column(String, primary_key=True)
+    not_after: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -308,11 +308,14 @@ def test_other_roles_may_not_verify(client, as_role, role, status):
 # --- retention -----------------------------------------------------------------------
 
 NOW = datetime(2026, 11, 26, tzinfo=UTC)
+#: a message about no certificate, order or CA: kept two years from its own time
+DEPOSIT = {"deposit_id": "dep-1", "method": "card", "amount_cents": 50000}
 
 
 def test_a_purge_keeps_two_years_records_itself_and_the_chain_still_verifies(record, audit):
     for days in (1000, 900, 800, 10, 5):
-        record(at=NOW - timedelta(days=days), summary=f"{days} days ago")
+        record("ledger.deposit.settled", data=DEPOSIT, subject=("deposit", "dep-1"),
+               at=NOW - timedelta(days=days), summary=f"{days} days ago")
     operator = Context(actor=Actor(user_id="op-1", user_name="Olga Operator"), account_id=None)
 
     [purged] = purge(audit.uow, audit.signer, operator, before=NOW - timedelta(days=750),

@@ -64,7 +64,9 @@ def test_the_migration_fills_the_text_rows_of_existing_entries(record, audit):
 def test_a_purge_removes_the_text_rows_of_the_entries_it_removes(record, audit):
     now = datetime(2026, 11, 26, tzinfo=UTC)
     for days in (900, 800, 5):
-        record(at=now - timedelta(days=days), summary=f"{days} days ago")
+        record("ledger.deposit.settled", subject=("deposit", "dep-1"),
+               data={"deposit_id": "dep-1", "method": "card", "amount_cents": 100},
+               at=now - timedelta(days=days), summary=f"{days} days ago")
     operator = Context(actor=Actor(user_id="op-1", user_name="Olga Operator"), account_id=None)
 
     purge(audit.uow, audit.signer, operator, before=now - timedelta(days=750), now=now)
