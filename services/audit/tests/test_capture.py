@@ -90,6 +90,9 @@ SAMPLES: dict[str, tuple[str, str, dict]] = {
     "orders.order.awaiting_validation": ("order", ORDER, {
         "order_id": ORDER, "reason": "no validation of the account can back www.example.com",
         "names": ["www.example.com"], "organization": False}),
+    "orders.order.validation_needed": ("order", ORDER, {
+        "order_id": ORDER, "names": ["www.example.com"], "domains": ["example.com"],
+        "reissue_at": "2027-05-01T00:00:00Z", "serial": "0a1b2c"}),
     "orders.order.awaiting_funds": ("order", ORDER, {"order_id": ORDER, "price_cents": 12900,
                                                      "available_cents": 100}),
     "orders.order.assignees_changed": ("order", ORDER, {"order_id": ORDER,

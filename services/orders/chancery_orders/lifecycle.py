@@ -12,6 +12,7 @@ import dataclasses
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 from chancery_shared import config as cfg
 from chancery_shared.auth.tokens import Principal
@@ -22,7 +23,7 @@ from sqlalchemy import exists, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
 
-from chancery_orders import access
+from chancery_orders import access, notices
 from chancery_orders.compliance import not_after_for
 from chancery_orders.csrs import CsrRejected, check_csr
 from chancery_orders.handlers import (
@@ -43,6 +44,7 @@ from chancery_orders.handlers import (
     send_sign_command,
     submit_order,
 )
+from chancery_orders.mailer import Mail, Mailer, MailNotSent
 from chancery_orders.model import (
     CANCELLED,
     CERT_ISSUED,
@@ -85,12 +87,20 @@ class LifecycleSettings:
 
     # a plan's next certificate is requested this many days before the current expires
     plan_reissue_days: int = cfg.setting("CHANCERY_ORDERS_PLAN_REISSUE_DAYS", 30, _days(1, 90))
+    # the account hears this many days ahead when a plan's next reissue would find a
+    # validation too old (BR 4.2.1 on that day), so it can validate again in time
+    plan_validation_notice_days: int = cfg.setting(
+        "CHANCERY_ORDERS_PLAN_VALIDATION_NOTICE_DAYS", 14, _days(1, 60))
     interval_seconds: float = cfg.setting("CHANCERY_ORDERS_LIFECYCLE_INTERVAL_SECONDS", 3600.0,
                                           cfg.parse_positive_float)
 
     @property
     def reissue_before(self) -> timedelta:
         return timedelta(days=self.plan_reissue_days)
+
+    @property
+    def notice_before(self) -> timedelta:
+        return timedelta(days=self.plan_validation_notice_days)
 
 
 def _acting_on(uow: UnitOfWork, principal: Principal, order_id: str,
@@ -364,10 +374,12 @@ class LifecycleRun:
     reissued: list[str] = dataclasses.field(default_factory=list)
     waiting: list[str] = dataclasses.field(default_factory=list)  # domains to revalidate
     expired: list[str] = dataclasses.field(default_factory=list)
+    warned: list[str] = dataclasses.field(default_factory=list)  # told to validate ahead
 
 
 def run_lifecycle(uow_factory: Callable[[], UnitOfWork], now: datetime, *,
-                  reissue_before: timedelta) -> LifecycleRun:
+                  reissue_before: timedelta, notice_before: timedelta = timedelta(days=14),
+                  mailer: Mailer | None = None) -> LifecycleRun:
     """One pass of the scheduled work, safe to run on several workers at once.
 
     Plans: an issued order whose current certificate expires within ``reissue_before``
@@ -389,6 +401,21 @@ def run_lifecycle(uow_factory: Callable[[], UnitOfWork], now: datetime, *,
                                Certificate.not_after <= now + reissue_before,
                                ~exists().where(Issuance.plan_renewal_of == Certificate.id))
             )).scalars())
+    with uow_factory() as uow:
+        soon = list(uow.session.execute(
+            select(Order.id).where(
+                Order.status == ISSUED, Order.plan_ends_at > now,
+                exists().where(current, Certificate.status == CERT_ISSUED,
+                               Certificate.not_after > now + reissue_before,
+                               Certificate.not_after <= now + reissue_before + notice_before))
+            ).scalars())
+    for order_id in soon:
+        warning = _attempt(uow_factory, order_id,
+                           lambda uow, oid: _warn_plan(uow, oid, now, reissue_before))
+        if warning:
+            run.warned.append(order_id)
+            if warning.mail is not None:
+                _send(mailer, warning.mail)
     for order_id in due:
         outcome = _attempt(uow_factory, order_id,
                            lambda uow, oid: _reissue_plan(uow, oid, now, reissue_before))
@@ -411,8 +438,77 @@ def run_lifecycle(uow_factory: Callable[[], UnitOfWork], now: datetime, *,
     return run
 
 
+@dataclasses.dataclass(frozen=True)
+class _Warning:
+    """A plan warned (committed); the e-mail to send, if it has anyone to go to."""
+
+    mail: Mail | None
+
+
+def _warn_plan(uow: UnitOfWork, order_id: str, now: datetime,
+               reissue_before: timedelta) -> _Warning | None:
+    """A plan's next certificate is requested soon: when the validation of a name will be
+    too old on that day (BR 4.2.1 counts at signing), say so now, once per certificate,
+    with an event and the e-mail to send (after the commit)."""
+    order = uow.session.get(Order, order_id, with_for_update=True)
+    if order is None or order.status != ISSUED or order.plan_ends_at is None:
+        return None
+    current = order.certificate
+    if current is None or current.not_after + PLAN_REMAINDER_WORTH_A_CERTIFICATE \
+            >= order.plan_ends_at:
+        return None  # the plan's last certificate: no reissue is coming
+    if any(h.action == "plan_validation_needed"
+           and h.details.get("follows_serial") == current.serial for h in order.history):
+        return None
+    reissue_at = current.not_after - reissue_before
+    uncovered = uncovered_names(order.names, _account_domains(uow, order.account_id),
+                                reissue_at)
+    if not uncovered:
+        return None
+    domains = _missing_domains(uncovered)
+    day = reissue_at.date().isoformat()
+    context = _system(order)
+    order.record(context.actor, "plan_validation_needed", {
+        "follows_serial": current.serial, "names": uncovered, "domains": domains,
+        "reissue_at": isoformat(reissue_at)}, at=now)
+    _order_event(uow, "orders.order.validation_needed", context, order,
+                 f"The plan of {order.describe()} reissues its certificate on {day}; by "
+                 f"then no validation backs {', '.join(uncovered)}: validate "
+                 f"{', '.join(domains)} again before that day",
+                 {"order_id": order.id, "names": uncovered, "domains": domains,
+                  "reissue_at": isoformat(reissue_at), "serial": current.serial})
+    to = notices.order_recipients(uow, order)
+    if not to:
+        return _Warning(None)
+    return _Warning(Mail(to=to, subject=f"Validate {', '.join(domains)} before {day}: the plan of "
+                               f"{order.common_name} reissues then",
+                body="\n".join([
+                    f"The plan of order {order.id} ({order.common_name}) asks for its next "
+                    f"certificate on {day}, at no charge.",
+                    "",
+                    "The Baseline Requirements count a validation's age on the day a "
+                    f"certificate is signed; on {day} no validation of your account will "
+                    f"back {', '.join(uncovered)}.",
+                    "",
+                    f"Validate {', '.join(domains)} again before that day (POST "
+                    "/api/orders/v1/domains/{id}/check once the new token is published).",
+                    "Otherwise the reissue waits until you do, and the current certificate "
+                    f"expires on {current.not_after.date().isoformat()}.",
+                ]) + "\n"))
+
+
+def _send(mailer: Mailer | None, mail: Mail) -> None:
+    """Best effort: the event and the order's history already carry the warning."""
+    if mailer is None:
+        return
+    try:
+        mailer.send(mail)
+    except MailNotSent as exc:
+        log.warning("could not mail the plan validation warning to %s: %s", mail.to, exc)
+
+
 def _attempt(uow_factory: Callable[[], UnitOfWork], order_id: str,
-             step: Callable[[UnitOfWork, str], str | None]) -> str | None:
+             step: Callable[[UnitOfWork, str], Any]) -> Any:
     """One order's step in its own transaction; what it did, or None."""
     with uow_factory() as uow:
         try:

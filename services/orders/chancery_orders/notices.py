@@ -322,6 +322,12 @@ def _managed_order(uow: UnitOfWork, principal: Principal, order_id: str) -> Orde
     return order
 
 
+def order_recipients(uow: UnitOfWork, order: Order) -> tuple[str, ...]:
+    """Who hears about an order's certificate: its requester and assignees, and the
+    renewal-notice addresses of the order (or the account)."""
+    return _recipients(uow, order, _plan_of(uow, order))
+
+
 def _plan_of(uow: UnitOfWork, order: Order) -> NoticePlan:
     return plan_for(uow.session.get(RenewalSettings, order.account_id),
                     uow.session.get(OrderRenewalSettings, order.id))

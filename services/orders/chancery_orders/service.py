@@ -93,7 +93,9 @@ class OrdersService(Service):
 
     def run_lifecycle(self, now: datetime | None = None) -> lifecycle.LifecycleRun:
         return lifecycle.run_lifecycle(self.uow, now or self.clock(),
-                                       reissue_before=self.lifecycle.reissue_before)
+                                       reissue_before=self.lifecycle.reissue_before,
+                                       notice_before=self.lifecycle.notice_before,
+                                       mailer=self.renewal_notices.mailer)
 
     def message_handlers(self) -> dict[str, Mapping[str, Handler]]:
         return {QUEUE: messages.HANDLERS}

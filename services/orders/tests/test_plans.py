@@ -254,3 +254,45 @@ def test_the_lifecycle_job_runs_every_interval_until_stopped(tmp_path, migrated_
 def test_bad_lifecycle_settings_stop_the_start(tmp_path, variable, value):
     with pytest.raises(ConfigError, match=variable):
         OrdersService(make_runtime(tmp_path, **{variable: value}))
+
+
+def test_the_account_is_warned_before_a_plan_reissue_would_find_its_validation_too_old(
+        harness, plan):
+    from chancery_orders import lifecycle
+    from chancery_orders.model import Domain
+    from chancery_shared.mail import RecordingMailer
+
+    reissue_at = current_expiry(harness, plan["id"]) - LEAD
+    with harness.service.uow() as uow:  # valid today, too old on the reissue day
+        uow.session.execute(update(Domain).values(validated_until=reissue_at - timedelta(days=1)))
+        uow.commit()
+    mailer = RecordingMailer()
+
+    def run(now):
+        return lifecycle.run_lifecycle(harness.service.uow, now, reissue_before=LEAD,
+                                       notice_before=timedelta(days=14), mailer=mailer)
+
+    assert run(reissue_at - timedelta(days=20)).warned == []  # not yet within 14 days
+    assert run(reissue_at - timedelta(days=10)).warned == [plan["id"]]
+    assert run(reissue_at - timedelta(days=9)).warned == []  # once per certificate
+
+    [event] = harness.outbox("orders.order.validation_needed")
+    assert event["data"]["domains"] == ["example.com"]
+    assert "www.example.com" in event["data"]["names"]
+    assert at(event["data"]["reissue_at"]) == reissue_at
+    shown = show(harness, plan["id"])
+    assert [h["action"] for h in shown["history"]].count("plan_validation_needed") == 1
+    [mail] = mailer.sent
+    assert "example.com" in mail.subject and reissue_at.date().isoformat() in mail.subject
+    assert mail.to  # the requester and the assignee, as for renewal notices
+
+
+def test_no_warning_when_the_validation_will_still_be_good_on_the_reissue_day(harness, plan):
+    from chancery_orders.model import Domain
+
+    reissue_at = current_expiry(harness, plan["id"]) - LEAD
+    with harness.service.uow() as uow:
+        uow.session.execute(update(Domain).values(validated_until=reissue_at + timedelta(days=1)))
+        uow.commit()
+    assert harness.service.run_lifecycle(reissue_at - timedelta(days=10)).warned == []
+    assert harness.outbox("orders.order.validation_needed") == []

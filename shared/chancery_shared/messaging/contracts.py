@@ -217,6 +217,18 @@ class OrderAwaitingValidation(Payload):
     organization = fields.Boolean(required=True)
 
 
+@register("orders.order.validation_needed")
+class OrderValidationNeeded(Payload):
+    """A plan's next reissue (at ``reissue_at``) would find no validation reusable that
+    day for ``names``: the account is told ahead, once per certificate."""
+
+    order_id = Id(required=True)
+    names = fields.List(fields.String(), required=True)
+    domains = fields.List(fields.String(), required=True)
+    reissue_at = Time(required=True)
+    serial = fields.String(required=True)
+
+
 @register("orders.order.assignees_changed")
 class AssigneesChanged(Payload):
     order_id = Id(required=True)
