@@ -42,6 +42,7 @@ from chancery_ca_signer.pki.crl import CRL_VALIDITY, REASON_FLAGS, RevokedEntry,
 from chancery_ca_signer.pki.csr import CsrRejected, parse_csr
 from chancery_ca_signer.pki.issuance import IssuanceRejected, issue_tls_certificate
 from chancery_ca_signer.pki.keys import CaKey, CaKeyError, KeyType
+from chancery_ca_signer.pki.profiles import Hierarchy, PrivateProfile
 from chancery_ca_signer.pki.responder import (
     RESPONDER_RENEW_BEFORE,
     create_responder_certificate,
@@ -57,9 +58,11 @@ def _pem(cert: x509.Certificate) -> str:
     return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
-def create_development_hierarchy(uow: UnitOfWork, keys: KeyRing, public_base_url: str) -> bool:
-    """First start: a root and an issuing CA for development; False if CAs exist."""
-    created = authorities.development_hierarchy(uow, keys, public_base_url, utcnow())
+def create_development_hierarchy(uow: UnitOfWork, keys: KeyRing, public_base_url: str,
+                                 private: PrivateProfile | None = None) -> bool:
+    """First start: a public and a private hierarchy for development (each a root and an
+    issuing CA); False if both exist."""
+    created = authorities.development_hierarchy(uow, keys, public_base_url, utcnow(), private)
     if created:
         uow.commit()
     return created
@@ -72,15 +75,15 @@ def list_issuers(uow: UnitOfWork) -> list[Issuer]:
 
 def issuer_summaries(uow: UnitOfWork) -> list[dict[str, Any]]:
     """Every CA with the profiles it signs (an unassigned profile goes to the newest
-    active issuing CA)."""
+    active issuing CA of its hierarchy)."""
     issuers = list_issuers(uow)
     signs: dict[str, list[str]] = {}
     for profile in authorities.PROFILES:
         issuer = authorities.issuer_for_profile(uow, profile)
         if issuer is not None:
             signs.setdefault(issuer.id, []).append(profile)
-    fields = ("id", "kind", "parent_id", "subject", "not_before", "not_after", "active",
-              "key_type", "key_backend", "revoked_at", "certificate_pem")
+    fields = ("id", "kind", "hierarchy", "parent_id", "subject", "not_before", "not_after",
+              "active", "key_type", "key_backend", "revoked_at", "certificate_pem")
     return [{**{name: _aware(getattr(issuer, name)) for name in fields},
              "profiles": signs.get(issuer.id, [])} for issuer in issuers]
 
@@ -125,9 +128,12 @@ def _announce_rejected(uow: UnitOfWork, context: Context, order_id: str, issuanc
 
 def sign_certificate(envelope: Envelope, uow: UnitOfWork, keys: KeyRing,
                      public_base_url: str, now: datetime | None = None, *,
-                     curves: frozenset[str] | None = None) -> None:
+                     curves: frozenset[str] | None = None,
+                     private: PrivateProfile | None = None) -> None:
     """Handle ``ca_signer.certificate.sign``: exactly one certificate per issuance id.
-    ``curves``: the ECDSA curves subscriber keys may use (all three when None)."""
+    ``curves``: the ECDSA curves subscriber keys may use (all three when None);
+    ``private``: the operator's private-profile settings (defaults when None). The
+    profile is signed only by an issuing CA of its own hierarchy."""
     data = envelope.data
     context = Context.following(envelope, "ca-signer")
     order_id, issuance_id = data["order_id"], data["issuance_id"]
@@ -140,12 +146,13 @@ def sign_certificate(envelope: Envelope, uow: UnitOfWork, keys: KeyRing,
         _announce_rejected(uow, context, order_id, issuance_id,
                            record.rejection_reason or "rejected", record.lint_findings or [])
         return
-    issuer = (uow.session.get(Issuer, record.issuer_id) if record is not None
-              else authorities.issuer_for_profile(uow, data["profile"]))
-    if issuer is None:
-        _announce_rejected(uow, context, order_id, issuance_id,
-                           "no issuing CA is configured for this profile", [])
+    try:
+        issuer = (uow.session.get(Issuer, record.issuer_id) if record is not None
+                  else authorities.signing_ca(uow, data["profile"]))
+    except authorities.NoIssuingCa as exc:
+        _announce_rejected(uow, context, order_id, issuance_id, str(exc), [])
         return
+    private = private or PrivateProfile()
     try:
         csr = parse_csr(data["csr_pem"], is_key_blocked=functools.partial(is_key_blocked, uow),
                         allowed_curves=curves)
@@ -191,8 +198,9 @@ def sign_certificate(envelope: Envelope, uow: UnitOfWork, keys: KeyRing,
             _certificate(issuer.certificate_pem),
             keys.key_for(issuer), csr, list(data["sans"]), data["profile"], organization or None,
             now or utcnow(), datetime.fromisoformat(requested) if requested else None,
-            public_base_url, serial=int(record.serial, 16), include_common_name=False,
-            before_signing=record_intent)
+            private.url_base(public_base_url) if issuer.hierarchy == Hierarchy.PRIVATE
+            else public_base_url, serial=int(record.serial, 16), include_common_name=False,
+            private=private, issuer_hierarchy=issuer.hierarchy, before_signing=record_intent)
     except IssuanceRejected as exc:
         findings = [f.as_dict() for f in exc.findings]
         record.status, record.rejection_reason, record.lint_findings = "rejected", exc.reason, \
