@@ -13,7 +13,7 @@ certificate URL; CRL DP -> the root's CRL URL.
 
 certificatePolicies of the issuing CA: by default ``anyPolicy``, which BR 7.1.2.10.5
 allows for a CA affiliated with the root's operator and which lets one issuing CA issue
-DV, OV, EV (and, in a private hierarchy, private) certificates. The alternative is one
+DV, OV and EV certificates (or, in the private hierarchy, private ones). The alternative is one
 reserved CA/B Forum OID (e.g. ``("2.23.140.1.2.1",)`` for a DV-only CA): pkilint
 refuses more than one reserved OID in a CA certificate (ca_multiple_reserved_policy_oids),
 so a CA cannot list DV *and* OV. Pass ``policy_oids`` to choose.
