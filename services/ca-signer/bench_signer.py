@@ -211,7 +211,8 @@ def status_counts(service: CaSignerService, commands: Sequence[Envelope]) -> dic
 
 def issuing_ca(service: CaSignerService) -> tuple[Issuer, x509.Certificate]:
     with service.uow() as uow:
-        issuer = next(i for i in handlers.list_issuers(uow) if i.kind == "issuing")
+        issuer = next(i for i in handlers.list_issuers(uow) if i.kind == "issuing"
+                      and i.hierarchy == "public")
         uow.session.expunge(issuer)
     return issuer, x509.load_pem_x509_certificate(issuer.certificate_pem.encode())
 

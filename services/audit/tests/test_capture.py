@@ -142,7 +142,7 @@ SAMPLES: dict[str, tuple[str, str, dict]] = {
         "status": "resolved", "serial": None, "spki_sha256": "ab" * 32,
         "revoked_serials": ["0a1b2c"]}),
     "ca_signer.issuer.created": ("issuer", "ica-1", {
-        "issuer_id": "ica-1", "kind": "issuing", "parent_id": "root-1",
+        "issuer_id": "ica-1", "kind": "issuing", "parent_id": "root-1", "hierarchy": "public",
         "subject": "CN=Example TLS ECC Issuing CA,O=Example,C=US", "key_type": "ec-p256",
         "key_backend": "pkcs11", "not_before": "2026-11-26T00:00:00Z",
         "not_after": "2031-11-25T23:59:59Z"}),

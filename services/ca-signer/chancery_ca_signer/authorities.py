@@ -9,6 +9,12 @@ development seed. The rules it keeps:
   operator brings to the ceremony, and only the result is stored.
 - An issuing CA's key is created where it will live: encrypted under the service
   passphrase (software) or inside the HSM (PKCS#11), and never leaves it in clear.
+- Two hierarchies: a root is registered as ``public`` (publicly trusted: DV, OV, EV) or
+  ``private`` (the operator's own: ``private`` certificates), and its issuing CAs
+  inherit it. A profile is only ever signed by an issuing CA of its hierarchy
+  (``pki.profiles.PROFILE_HIERARCHY``): assignments across hierarchies are refused, and
+  selection never falls back to the other hierarchy, so a private certificate can never
+  chain to the public root, nor a public one to the private root.
 - Each profile names the issuing CA that signs it (``profile_issuers``); rotating an
   issuing CA moves its profiles to the new one and retires the old one from signing new
   certificates, while it keeps publishing CRLs and answering OCSP for what it issued.
@@ -35,18 +41,28 @@ from chancery_ca_signer.model import Crl, Issuer, ProfileIssuer
 from chancery_ca_signer.pki import hierarchy
 from chancery_ca_signer.pki.keys import CaKey, EncryptedPemKey, KeyType
 from chancery_ca_signer.pki.lint import LintRejected
+from chancery_ca_signer.pki.profiles import (
+    CABF_POLICY_ARC,
+    Hierarchy,
+    PrivateProfile,
+    ValidationLevel,
+    hierarchy_of,
+    profiles_of,
+)
 from chancery_ca_signer.pki.urls import issuer_id as issuer_id_of
 
 log = logging.getLogger(__name__)
 
 #: The profiles orders may ask for (its products' validation levels).
-PROFILES = ("dv", "ov", "ev", "private")
+PROFILES = tuple(level.value for level in ValidationLevel)
+HIERARCHIES = tuple(h.value for h in Hierarchy)
 #: Root CRL (an ARL) lifetime: BR 4.9.7 allows at most twelve months; pkilint checks 365 days.
 ROOT_CRL_VALIDITY = timedelta(days=364)
 CA_TOOL = Context(actor=Actor.service("chancery-ca"), account_id=None)
 
-__all__ = ["PROFILES", "ROOT_CRL_VALIDITY", "register_root", "create_issuing_ca",
-           "rotate_issuing_ca", "assign_profile", "revoke_issuing_ca", "sign_root_crl",
+__all__ = ["PROFILES", "HIERARCHIES", "NoIssuingCa", "signing_ca", "ROOT_CRL_VALIDITY",
+           "register_root", "create_issuing_ca", "rotate_issuing_ca", "assign_profile",
+           "revoke_issuing_ca", "sign_root_crl",
            "chain_pem", "issuer_for_profile", "profile_assignments", "get_issuer"]
 
 
@@ -67,18 +83,21 @@ def get_issuer(uow: UnitOfWork, issuer_id: str, kind: str | None = None) -> Issu
 
 def _announce_created(uow: UnitOfWork, issuer: Issuer, context: Context) -> None:
     uow.event("ca_signer.issuer.created", context, subject=("issuer", issuer.id),
-              summary=f"{context.actor.system or 'ca-signer'} registered the {issuer.kind} CA "
+              summary=f"{context.actor.system or 'ca-signer'} registered the {issuer.hierarchy} "
+                      f"{issuer.kind} CA "
                       f"{issuer.subject} ({issuer.key_type}, key {issuer.key_backend})",
               data={"issuer_id": issuer.id, "kind": issuer.kind, "parent_id": issuer.parent_id,
-                    "subject": issuer.subject, "key_type": issuer.key_type,
-                    "key_backend": issuer.key_backend,
+                    "hierarchy": issuer.hierarchy, "subject": issuer.subject,
+                    "key_type": issuer.key_type, "key_backend": issuer.key_backend,
                     "not_before": isoformat(issuer.not_before),
                     "not_after": isoformat(issuer.not_after)})
 
 
 def _row(cert: x509.Certificate, kind: str, parent_id: str | None, backend: str, *,
-         encrypted_key_pem: str | None = None, key_reference: str | None = None) -> Issuer:
+         hierarchy: Hierarchy, encrypted_key_pem: str | None = None,
+         key_reference: str | None = None) -> Issuer:
     return Issuer(id=issuer_id_of(cert), kind=kind, parent_id=parent_id,
+                  hierarchy=hierarchy.value,
                   subject=cert.subject.rfc4514_string(), certificate_pem=_pem(cert),
                   key_type=KeyType.from_public_key(cert.public_key()).value,
                   key_backend=backend, encrypted_key_pem=encrypted_key_pem,
@@ -86,16 +105,25 @@ def _row(cert: x509.Certificate, kind: str, parent_id: str | None, backend: str,
                   not_after=cert.not_valid_after_utc, active=True)
 
 
+def _hierarchy(value: Hierarchy | str) -> Hierarchy:
+    try:
+        return Hierarchy(value)
+    except ValueError:
+        raise InvalidField("hierarchy", f"must be one of {', '.join(HIERARCHIES)}") from None
+
+
 def register_root(uow: UnitOfWork, root_cert: x509.Certificate, root_key: CaKey, now: datetime,
-                  context: Context = CA_TOOL) -> Issuer:
-    """Record a root certificate (its key stays offline) and publish its first CRL."""
+                  context: Context = CA_TOOL, *, hierarchy: Hierarchy | str) -> Issuer:
+    """Record a root certificate of ``hierarchy`` (its key stays offline) and publish its
+    first CRL."""
+    tree = _hierarchy(hierarchy)
     if not root_key.matches(root_cert):
         raise InvalidField("root_key", "the key does not belong to the root certificate")
     if root_cert.issuer != root_cert.subject:
         raise InvalidField("root_certificate", "a root certificate is self-issued")
     if uow.session.get(Issuer, issuer_id_of(root_cert)) is not None:
         raise Conflict("this root is already registered")
-    root = _row(root_cert, "root", None, OFFLINE)
+    root = _row(root_cert, "root", None, OFFLINE, hierarchy=tree)
     uow.session.add(root)
     uow.session.flush()
     _announce_created(uow, root, context)
@@ -127,9 +155,15 @@ def create_issuing_ca(uow: UnitOfWork, keys: KeyRing, root_id: str, root_key: Ca
                       common_name: str | None = None, backend: str = SOFTWARE,
                       pkcs11_label: str | None = None, profiles: Sequence[str] = (),
                       policy_oids: Sequence[str] | None = None,
+                      private: PrivateProfile | None = None,
                       context: Context = CA_TOOL) -> Issuer:
-    """Create an issuing CA under a registered root, signed with the (offline) root key."""
+    """Create an issuing CA under a registered root, signed with the (offline) root key.
+
+    It belongs to its root's hierarchy and may only be given that hierarchy's
+    ``profiles``. Its caIssuers and CRL URLs use ``public_base_url``, or for a private
+    root ``private.base_url`` when set."""
     root = get_issuer(uow, root_id, "root")
+    tree = Hierarchy(root.hierarchy)
     root_cert = certificate_of(root)
     if not root_key.matches(root_cert):
         raise InvalidField("root_key", "the key does not belong to this root")
@@ -137,20 +171,35 @@ def create_issuing_ca(uow: UnitOfWork, keys: KeyRing, root_id: str, root_key: Ca
     if unknown:
         raise InvalidField("profiles", f"unknown profile(s) {', '.join(unknown)}; "
                                        f"known: {', '.join(PROFILES)}")
+    trees = {hierarchy_of(p) for p in profiles}
+    if len(trees) > 1:
+        raise InvalidField("profiles", f"{', '.join(profiles)} mixes public and private "
+                                       "profiles; an issuing CA signs for one hierarchy only")
+    if trees and trees != {tree}:
+        raise InvalidField("profiles", f"a {tree.value} issuing CA signs only "
+                                       f"{', '.join(profiles_of(tree))}, not "
+                                       f"{', '.join(profiles)}")
+    if tree is Hierarchy.PRIVATE:
+        cabf = [oid for oid in policy_oids or () if oid.startswith(CABF_POLICY_ARC + ".")]
+        if cabf:
+            raise InvalidField("policy_oids", f"{', '.join(cabf)} is a CA/B Forum policy OID; "
+                                              "a private issuing CA must not assert it")
+        public_base_url = (private or PrivateProfile()).url_base(public_base_url)
     organization = root_cert.subject.get_attributes_for_oid(x509.NameOID.ORGANIZATION_NAME)
     country = root_cert.subject.get_attributes_for_oid(x509.NameOID.COUNTRY_NAME)
     org = str(organization[0].value) if organization else "Chancery"
     family = "ECC" if KeyType(key_type).is_ec else "RSA"
+    kind = "Private TLS" if tree is Hierarchy.PRIVATE else "TLS"
     key, columns = _new_issuing_key(keys, KeyType(key_type), backend, pkcs11_label)
     try:
         cert = hierarchy.create_issuing_ca(
             root_cert, root_key, key,
-            common_name=common_name or f"{org} TLS {family} Issuing CA {now:%Y}",
+            common_name=common_name or f"{org} {kind} {family} Issuing CA {now:%Y}",
             organization=org, country=str(country[0].value) if country else "US",
-            public_base_url=public_base_url, now=now, policy_oids=policy_oids)
+            public_base_url=public_base_url, now=now, policy_oids=policy_oids, hierarchy=tree)
     except (ValueError, LintRejected) as exc:
         raise InvalidField("issuing_ca", str(exc)) from None
-    issuing = _row(cert, "issuing", root.id, backend, **columns)
+    issuing = _row(cert, "issuing", root.id, backend, hierarchy=tree, **columns)
     uow.session.add(issuing)
     uow.session.flush()
     _announce_created(uow, issuing, context)
@@ -161,6 +210,7 @@ def create_issuing_ca(uow: UnitOfWork, keys: KeyRing, root_id: str, root_key: Ca
 
 def rotate_issuing_ca(uow: UnitOfWork, keys: KeyRing, issuer_id: str, root_key: CaKey, *,
                       now: datetime, public_base_url: str, pkcs11_label: str | None = None,
+                      private: PrivateProfile | None = None,
                       context: Context = CA_TOOL) -> Issuer:
     """A new key and certificate replacing ``issuer_id``: same key type, backend and
     name; its profiles move to the new CA; the old one stops signing new certificates."""
@@ -178,7 +228,8 @@ def rotate_issuing_ca(uow: UnitOfWork, keys: KeyRing, issuer_id: str, root_key: 
                                                                       old_cert.public_key())),
         now=now, public_base_url=public_base_url, common_name=str(common_name),
         backend=old.key_backend, pkcs11_label=pkcs11_label,
-        policy_oids=[p.policy_identifier.dotted_string for p in policies], context=context)
+        policy_oids=[p.policy_identifier.dotted_string for p in policies], private=private,
+        context=context)
     moved = [row.profile for row in uow.session.execute(
         select(ProfileIssuer).where(ProfileIssuer.issuer_id == old.id)).scalars()]
     for profile in moved:
@@ -193,10 +244,16 @@ def rotate_issuing_ca(uow: UnitOfWork, keys: KeyRing, issuer_id: str, root_key: 
 
 def assign_profile(uow: UnitOfWork, profile: str, issuer_id: str,
                    context: Context = CA_TOOL) -> None:
-    """Make ``issuer_id`` the CA that signs ``profile`` from now on."""
+    """Make ``issuer_id`` the CA that signs ``profile`` from now on; it must be of the
+    profile's hierarchy."""
     if profile not in PROFILES:
         raise InvalidField("profile", f"must be one of {', '.join(PROFILES)}")
     issuer = get_issuer(uow, issuer_id, "issuing")
+    wanted = hierarchy_of(profile)
+    if issuer.hierarchy != wanted.value:
+        raise Conflict(f"issuing CA {issuer.id} is of the {issuer.hierarchy} hierarchy; the "
+                       f"{profile} profile is signed only by a {wanted.value} issuing CA "
+                       f"(one under a {wanted.value} root)")
     if not issuer.active or issuer.revoked_at is not None:
         raise Conflict(f"issuing CA {issuer.id} does not sign new certificates")
     row = uow.session.get(ProfileIssuer, profile)
@@ -217,18 +274,47 @@ def profile_assignments(uow: UnitOfWork) -> dict[str, str]:
             for row in uow.session.execute(select(ProfileIssuer)).scalars()}
 
 
-def issuer_for_profile(uow: UnitOfWork, profile: str) -> Issuer | None:
-    """The CA that signs ``profile``: the assigned one, else the newest active issuing CA."""
+class NoIssuingCa(Exception):
+    """No issuing CA may sign this profile now; the message says why (for the rejection)."""
+
+
+def signing_ca(uow: UnitOfWork, profile: str) -> Issuer:
+    """The CA that signs ``profile``: the assigned one, else the newest active issuing CA
+    of the profile's hierarchy. Never one of the other hierarchy: :class:`NoIssuingCa`
+    instead, naming what is missing."""
+    try:
+        wanted = hierarchy_of(profile)
+    except ValueError:
+        raise NoIssuingCa(f"unknown profile {profile!r}") from None
     row = uow.session.get(ProfileIssuer, profile)
     if row is not None:
         issuer = uow.session.get(Issuer, row.issuer_id)
-        if issuer is not None and issuer.active and issuer.revoked_at is None:
-            return issuer
-        return None  # assigned to a CA that may no longer sign: refuse, do not guess
-    return uow.session.execute(
-        select(Issuer).where(Issuer.kind == "issuing", Issuer.active.is_(True),
-                             Issuer.revoked_at.is_(None))
+        if issuer is None or not issuer.active or issuer.revoked_at is not None:
+            # assigned to a CA that may no longer sign: refuse, do not guess
+            raise NoIssuingCa(f"no issuing CA is configured for this profile: {profile} is "
+                              f"assigned to issuing CA {row.issuer_id}, which no longer signs")
+        if issuer.hierarchy != wanted.value:
+            raise NoIssuingCa(f"no {wanted.value} issuing CA is configured for the {profile} "
+                              f"profile: it is assigned to {issuer.hierarchy} issuing CA "
+                              f"{issuer.id}, which never signs it")
+        return issuer
+    issuer = uow.session.execute(
+        select(Issuer).where(Issuer.kind == "issuing", Issuer.hierarchy == wanted.value,
+                             Issuer.active.is_(True), Issuer.revoked_at.is_(None))
         .order_by(Issuer.created_at.desc(), Issuer.not_before.desc())).scalars().first()
+    if issuer is None:
+        raise NoIssuingCa(f"no {wanted.value} issuing CA is configured for the {profile} "
+                          f"profile (it is signed only by an issuing CA under a "
+                          f"{wanted.value} root)")
+    return issuer
+
+
+def issuer_for_profile(uow: UnitOfWork, profile: str) -> Issuer | None:
+    """:func:`signing_ca`, or None when no CA may sign ``profile``."""
+    try:
+        return signing_ca(uow, profile)
+    except NoIssuingCa:
+        return None
 
 
 def revoke_issuing_ca(uow: UnitOfWork, issuer_id: str, reason: str, root_key: CaKey,
@@ -279,21 +365,30 @@ def chain_pem(uow: UnitOfWork, issuer_id: str) -> str:
 
 
 def development_hierarchy(uow: UnitOfWork, keys: KeyRing, public_base_url: str,
-                          now: datetime) -> bool:
-    """First start in development: a root (whose key is then thrown away) and an ECDSA
-    issuing CA signing every profile. False if CAs exist."""
-    if uow.session.execute(select(Issuer.id).limit(1)).first():
-        return False
-    root_key = EncryptedPemKey.generate(KeyType.EC_P384, keys.passphrase)
-    root_cert = hierarchy.create_root_ca(root_key, common_name="Chancery Development Root CA",
-                                         organization="Chancery Development", country="US",
-                                         now=now)
+                          now: datetime, private: PrivateProfile | None = None) -> bool:
+    """First start in development: both hierarchies, each a root (whose key is then thrown
+    away) and an ECDSA issuing CA: the public one signs dv, ov and ev, the private one
+    signs private. A hierarchy that already has a root is left alone (so a database
+    seeded before private hierarchies existed gains one). False if nothing was made."""
+    have = set(uow.session.execute(select(Issuer.hierarchy).where(Issuer.kind == "root"))
+               .scalars())
     context = Context(actor=Actor.service("ca-signer"), account_id=None)
-    root = register_root(uow, root_cert, root_key, now, context)
-    issuing = create_issuing_ca(uow, keys, root.id, root_key, key_type=KeyType.EC_P256,
-                                now=now, public_base_url=public_base_url,
-                                common_name="Chancery Development TLS ECC Issuing CA",
-                                context=context)
-    log.warning("created a development CA hierarchy: root %s (key discarded), issuing CA %s",
-                root.id, issuing.id)
-    return True
+    made = False
+    for tree, name in ((Hierarchy.PUBLIC, ""), (Hierarchy.PRIVATE, " Private")):
+        if tree.value in have:
+            continue
+        root_key = EncryptedPemKey.generate(KeyType.EC_P384, keys.passphrase)
+        root_cert = hierarchy.create_root_ca(
+            root_key, common_name=f"Chancery Development{name} Root CA",
+            organization="Chancery Development", country="US", now=now)
+        root = register_root(uow, root_cert, root_key, now, context, hierarchy=tree)
+        issuing = create_issuing_ca(uow, keys, root.id, root_key, key_type=KeyType.EC_P256,
+                                    now=now, public_base_url=public_base_url,
+                                    common_name=f"Chancery Development{name} TLS ECC "
+                                                "Issuing CA",
+                                    profiles=profiles_of(tree), private=private,
+                                    context=context)
+        log.warning("created a development %s CA hierarchy: root %s (key discarded), "
+                    "issuing CA %s", tree.value, root.id, issuing.id)
+        made = True
+    return made

@@ -1,20 +1,23 @@
 """``chancery-ca``: the CA hierarchy's ceremonies and routine operations.
 
-    chancery-ca create-root --common-name CN --organization O --country C
-                            --key-out FILE --cert-out FILE [--key-type ec-p384]
-                            [--validity-days 7305] [--pkcs11-label LABEL]
-        a new root: its key is written encrypted to FILE (or made in the HSM) and never
-        stored by ca-signer; the certificate is registered and the first root CRL signed
+    chancery-ca create-root --hierarchy public|private --common-name CN
+                            --organization O --country C --key-out FILE --cert-out FILE
+                            [--key-type ec-p384] [--validity-days 7305]
+                            [--pkcs11-label LABEL]
+        a new root of the public (dv, ov, ev) or the private (private) hierarchy: its key
+        is written encrypted to FILE (or made in the HSM) and never stored by ca-signer;
+        the certificate is registered and the first root CRL signed
     chancery-ca create-issuing --root ROOT_ID --root-key FILE|pkcs11:URI
                                [--key-type ec-p256] [--backend software|pkcs11]
                                [--pkcs11-label LABEL] [--common-name CN]
-                               [--profiles dv,ov,ev,private] [--policy-oid OID ...]
-        an issuing CA signed by the root; its key is encrypted under the service
-        passphrase or made in the HSM
+                               [--profiles dv,ov,ev | private] [--policy-oid OID ...]
+        an issuing CA signed by the root, of the root's hierarchy (and only its
+        profiles); its key is encrypted under the service passphrase or made in the HSM
     chancery-ca rotate-issuing ISSUER_ID --root-key ... [--pkcs11-label LABEL]
         a new key and certificate replacing ISSUER_ID; its profiles move to the new CA
     chancery-ca assign-profile PROFILE ISSUER_ID
-        which issuing CA signs dv, ov, ev or private certificates from now on
+        which issuing CA signs dv, ov, ev (a public one) or private (a private one)
+        certificates from now on
     chancery-ca revoke-issuing ISSUER_ID --reason R --root-key ...
         revoke an issuing CA and sign the root CRL listing it
     chancery-ca sign-root-crl ROOT_ID --root-key ...
@@ -122,9 +125,10 @@ def cmd_create_root(args: argparse.Namespace) -> int:
                                     now=now, validity_days=args.validity_days)
     Path(args.cert_out).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     with service.uow() as uow:
-        root = authorities.register_root(uow, cert, key, now)
+        root = authorities.register_root(uow, cert, key, now, hierarchy=args.hierarchy)
         uow.commit()
-        print(f"root {root.id}: {root.subject}\n  certificate: {args.cert_out}\n"
+        print(f"{root.hierarchy} root {root.id}: {root.subject}\n"
+              f"  certificate: {args.cert_out}\n"
               f"  key: {where} (keep it offline)")
     return 0
 
@@ -142,9 +146,10 @@ def cmd_create_issuing(args: argparse.Namespace) -> int:
             now=utcnow(), public_base_url=service.settings.public_base_url,
             common_name=args.common_name, backend=args.backend,
             pkcs11_label=args.pkcs11_label, profiles=_profiles(args.profiles),
-            policy_oids=args.policy_oid or None)
+            policy_oids=args.policy_oid or None, private=service.private)
         uow.commit()
-        print(f"issuing CA {issuing.id}: {issuing.subject} ({issuing.key_type}, "
+        print(f"{issuing.hierarchy} issuing CA {issuing.id}: {issuing.subject} "
+              f"({issuing.key_type}, "
               f"key {issuing.key_backend})")
     return 0
 
@@ -156,7 +161,8 @@ def cmd_rotate_issuing(args: argparse.Namespace) -> int:
         new = authorities.rotate_issuing_ca(uow, service.keys, args.issuer_id, root_key,
                                             now=utcnow(),
                                             public_base_url=service.settings.public_base_url,
-                                            pkcs11_label=args.pkcs11_label)
+                                            pkcs11_label=args.pkcs11_label,
+                                            private=service.private)
         uow.commit()
         print(f"issuing CA {new.id} replaces {args.issuer_id}: {new.subject}")
     return 0
@@ -211,7 +217,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         rows = handlers.issuer_summaries(uow)
     for row in rows:
         state = ("revoked" if row["revoked_at"] else "active" if row["active"] else "retired")
-        print(f"{row['id']}  {row['kind']:<7}  {state:<7}  {row['key_type'] or '?':<8}  "
+        print(f"{row['id']}  {row['hierarchy']:<7}  {row['kind']:<7}  {state:<7}  "
+              f"{row['key_type'] or '?':<8}  "
               f"{row['key_backend']:<8}  until {handlers.as_utc(row['not_after']):%Y-%m-%d}  "
               f"{','.join(row['profiles']) or '-':<18}  {row['subject']}")
     return 0
@@ -231,6 +238,9 @@ def parser() -> argparse.ArgumentParser:
                             "(else CHANCERY_ROOT_KEY_PASSPHRASE)")
 
     p = commands.add_parser("create-root", help="a new root CA (key kept offline)")
+    p.add_argument("--hierarchy", required=True, choices=authorities.HIERARCHIES,
+                   help="public: its issuing CAs sign dv, ov, ev; private: they sign "
+                        "private (never both)")
     p.add_argument("--common-name", required=True)
     p.add_argument("--organization", required=True)
     p.add_argument("--country", required=True)
@@ -249,7 +259,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="software", choices=["software", "pkcs11"])
     p.add_argument("--pkcs11-label")
     p.add_argument("--common-name")
-    p.add_argument("--profiles", help="comma-separated: dv,ov,ev,private")
+    p.add_argument("--profiles", help="comma-separated, of the root's hierarchy: some of "
+                                      "dv,ov,ev (public) or private (private)")
     p.add_argument("--policy-oid", action="append",
                    help="certificate policy OID (repeatable; default anyPolicy)")
     p.set_defaults(run=cmd_create_issuing)

@@ -44,6 +44,7 @@ from chancery_ca_signer.pki.crl import CRL_VALIDITY, REASON_FLAGS, RevokedEntry,
 from chancery_ca_signer.pki.csr import CsrRejected, parse_csr
 from chancery_ca_signer.pki.issuance import IssuanceRejected, issue_tls_certificate
 from chancery_ca_signer.pki.keys import CaKey, CaKeyError, KeyType
+from chancery_ca_signer.pki.profiles import Hierarchy, PrivateProfile, hierarchy_of
 from chancery_ca_signer.pki.responder import (
     RESPONDER_RENEW_BEFORE,
     create_responder_certificate,
@@ -59,9 +60,11 @@ def _pem(cert: x509.Certificate) -> str:
     return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
-def create_development_hierarchy(uow: UnitOfWork, keys: KeyRing, public_base_url: str) -> bool:
-    """First start: a root and an issuing CA for development; False if CAs exist."""
-    created = authorities.development_hierarchy(uow, keys, public_base_url, utcnow())
+def create_development_hierarchy(uow: UnitOfWork, keys: KeyRing, public_base_url: str,
+                                 private: PrivateProfile | None = None) -> bool:
+    """First start: a public and a private hierarchy for development (each a root and an
+    issuing CA); False if both exist."""
+    created = authorities.development_hierarchy(uow, keys, public_base_url, utcnow(), private)
     if created:
         uow.commit()
     return created
@@ -74,15 +77,15 @@ def list_issuers(uow: UnitOfWork) -> list[Issuer]:
 
 def issuer_summaries(uow: UnitOfWork) -> list[dict[str, Any]]:
     """Every CA with the profiles it signs (an unassigned profile goes to the newest
-    active issuing CA)."""
+    active issuing CA of its hierarchy)."""
     issuers = list_issuers(uow)
     signs: dict[str, list[str]] = {}
     for profile in authorities.PROFILES:
         issuer = authorities.issuer_for_profile(uow, profile)
         if issuer is not None:
             signs.setdefault(issuer.id, []).append(profile)
-    fields = ("id", "kind", "parent_id", "subject", "not_before", "not_after", "active",
-              "key_type", "key_backend", "revoked_at", "certificate_pem")
+    fields = ("id", "kind", "hierarchy", "parent_id", "subject", "not_before", "not_after",
+              "active", "key_type", "key_backend", "revoked_at", "certificate_pem")
     return [{**{name: _aware(getattr(issuer, name)) for name in fields},
              "profiles": signs.get(issuer.id, [])} for issuer in issuers]
 
@@ -126,8 +129,8 @@ def _announce_rejected(uow: UnitOfWork, context: Context, order_id: str, issuanc
                     "lint_findings": findings, **extra})
 
 
-#: Profiles the Baseline Requirements govern: their evidence must be fresh on signing.
-EVIDENCE_PROFILES = {"dv": (), "ov": ("organization",), "ev": ("organization",)}
+#: Public profiles whose subject names an organization: its evidence is needed too.
+ORGANIZATION_PROFILES = frozenset({"ov", "ev"})
 
 
 @dataclass(frozen=True)
@@ -154,8 +157,11 @@ def stale_evidence(data: dict[str, Any], at: datetime) -> StaleEvidence | None:
     """The last line for BR 4.2.1: every name of a public certificate must rest on a
     domain validation, and an OV/EV subject on an organization validation, reusable at
     ``at``, the moment of signing (None when it does)."""
-    needs = EVIDENCE_PROFILES.get(data["profile"])
-    if needs is None:
+    try:
+        public = hierarchy_of(data["profile"]) is Hierarchy.PUBLIC
+    except ValueError:
+        public = False  # an unknown profile is refused by issuer selection already
+    if not public:
         return None  # a private profile: the BR do not govern it
     fresh_names: set[str] = set()
     organization_fresh = False
@@ -172,7 +178,7 @@ def stale_evidence(data: dict[str, Any], at: datetime) -> StaleEvidence | None:
         else:
             organization_fresh = True
     names = [name for name in data["sans"] if name not in fresh_names]
-    organization = "organization" in needs and not organization_fresh
+    organization = data["profile"] in ORGANIZATION_PROFILES and not organization_fresh
     if names or organization:
         return StaleEvidence(names, organization)
     return None
@@ -180,9 +186,12 @@ def stale_evidence(data: dict[str, Any], at: datetime) -> StaleEvidence | None:
 
 def sign_certificate(envelope: Envelope, uow: UnitOfWork, keys: KeyRing,
                      public_base_url: str, now: datetime | None = None, *,
-                     curves: frozenset[str] | None = None) -> None:
+                     curves: frozenset[str] | None = None,
+                     private: PrivateProfile | None = None) -> None:
     """Handle ``ca_signer.certificate.sign``: exactly one certificate per issuance id.
-    ``curves``: the ECDSA curves subscriber keys may use (all three when None)."""
+    ``curves``: the ECDSA curves subscriber keys may use (all three when None);
+    ``private``: the operator's private-profile settings (defaults when None). The
+    profile is signed only by an issuing CA of its own hierarchy."""
     data = envelope.data
     context = Context.following(envelope, "ca-signer")
     order_id, issuance_id = data["order_id"], data["issuance_id"]
@@ -195,11 +204,11 @@ def sign_certificate(envelope: Envelope, uow: UnitOfWork, keys: KeyRing,
         _announce_rejected(uow, context, order_id, issuance_id,
                            record.rejection_reason or "rejected", record.lint_findings or [])
         return
-    issuer = (uow.session.get(Issuer, record.issuer_id) if record is not None
-              else authorities.issuer_for_profile(uow, data["profile"]))
-    if issuer is None:
-        _announce_rejected(uow, context, order_id, issuance_id,
-                           "no issuing CA is configured for this profile", [])
+    try:
+        issuer = (uow.session.get(Issuer, record.issuer_id) if record is not None
+                  else authorities.signing_ca(uow, data["profile"]))
+    except authorities.NoIssuingCa as exc:
+        _announce_rejected(uow, context, order_id, issuance_id, str(exc), [])
         return
     signing_at = now or utcnow()  # when the CA key signs (a retry signs now, too)
     stale = stale_evidence(data, signing_at)
@@ -208,6 +217,7 @@ def sign_certificate(envelope: Envelope, uow: UnitOfWork, keys: KeyRing,
                            code="validation_expired", names=stale.names,
                            organization=stale.organization)
         return
+    private = private or PrivateProfile()
     try:
         csr = parse_csr(data["csr_pem"], is_key_blocked=functools.partial(is_key_blocked, uow),
                         allowed_curves=curves)
@@ -253,8 +263,9 @@ def sign_certificate(envelope: Envelope, uow: UnitOfWork, keys: KeyRing,
             _certificate(issuer.certificate_pem),
             keys.key_for(issuer), csr, list(data["sans"]), data["profile"], organization or None,
             now or utcnow(), datetime.fromisoformat(requested) if requested else None,
-            public_base_url, serial=int(record.serial, 16), include_common_name=False,
-            before_signing=record_intent)
+            private.url_base(public_base_url) if issuer.hierarchy == Hierarchy.PRIVATE
+            else public_base_url, serial=int(record.serial, 16), include_common_name=False,
+            private=private, issuer_hierarchy=issuer.hierarchy, before_signing=record_intent)
     except IssuanceRejected as exc:
         findings = [f.as_dict() for f in exc.findings]
         record.status, record.rejection_reason, record.lint_findings = "rejected", exc.reason, \

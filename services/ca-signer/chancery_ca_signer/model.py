@@ -37,11 +37,17 @@ class Issuer(Base):
     — issuing CAs, the root CRL — is signed by ``chancery-ca`` on the operator's
     machine). ``active``: it signs new certificates (a rotated-out or revoked issuing CA
     keeps answering OCSP and publishing CRLs for what it issued until it expires).
+    ``hierarchy``: ``public`` or ``private``, chosen when the root is registered and
+    inherited by its issuing CAs; an issuing CA signs only the profiles of its hierarchy
+    (``pki.profiles.PROFILE_HIERARCHY``), so a private certificate never chains to the
+    public root.
     """
 
     __tablename__ = "issuers"
     id: Mapped[str] = mapped_column(String(32), primary_key=True)  # from the SKI
     kind: Mapped[str] = mapped_column(String(10))  # "root" or "issuing"
+    hierarchy: Mapped[str] = mapped_column(String(10), default="public",
+                                           server_default="public")
     parent_id: Mapped[str | None] = mapped_column(ForeignKey("issuers.id"))
     subject: Mapped[str] = mapped_column(Text)
     certificate_pem: Mapped[str] = mapped_column(Text)
@@ -97,8 +103,9 @@ class IssuedCertificate(Base):
 class ProfileIssuer(Base):
     """Which issuing CA signs each profile (``dv``, ``ov``, ``ev``, ``private``).
 
-    Set by ``chancery-ca assign-profile`` and moved by ``rotate-issuing``. A profile
-    with no row is signed by the newest active issuing CA.
+    Set by ``chancery-ca assign-profile`` and moved by ``rotate-issuing``; the CA is
+    always of the profile's hierarchy. A profile with no row is signed by the newest
+    active issuing CA of its hierarchy.
     """
 
     __tablename__ = "profile_issuers"

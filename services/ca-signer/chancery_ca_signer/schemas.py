@@ -8,6 +8,9 @@ PROBLEM_KINDS = ("key_compromise", "misuse", "other")
 class IssuerSchema(Schema):
     id = fields.String()
     kind = fields.String(metadata={"description": "root or issuing"})
+    hierarchy = fields.String(metadata={
+        "description": "public (signs dv, ov, ev) or private (signs private); an issuing CA "
+                       "has its root's"})
     parent_id = fields.String(allow_none=True)
     subject = fields.String()
     not_before = fields.DateTime()
@@ -17,7 +20,8 @@ class IssuerSchema(Schema):
     key_backend = fields.String(metadata={"description": "software, pkcs11 or offline"})
     revoked_at = fields.DateTime(allow_none=True)
     profiles = fields.List(fields.String(), metadata={
-        "description": "the profiles (dv, ov, ev, private) this CA signs"})
+        "description": "the profiles this CA signs (dv, ov, ev for a public one, private for a "
+                       "private one)"})
     certificate_pem = fields.String()
 
 

@@ -15,6 +15,14 @@ from chancery_shared.service import Runtime, Service
 from chancery_ca_signer import handlers, model, views
 from chancery_ca_signer.keyring import KeyRing, Pkcs11Settings
 from chancery_ca_signer.pki import lint
+from chancery_ca_signer.pki.profiles import (
+    DEFAULT_PRIVATE_MAX_VALIDITY_DAYS,
+    DEFAULT_PRIVATE_POLICY_OID,
+    PrivateProfile,
+    parse_private_max_validity_days,
+    parse_private_policy_oid,
+)
+from chancery_ca_signer.pki.urls import normalise_base_url
 
 log = logging.getLogger(__name__)
 DEV_PASSPHRASE = "chancery-dev-ca-key-passphrase"
@@ -32,6 +40,17 @@ class CaSignerSettings:
     pkcs11_module: str = cfg.setting("CHANCERY_PKCS11_MODULE", "")
     pkcs11_pin: str = cfg.setting("CHANCERY_PKCS11_PIN", "", secret=True)
     pkcs11_pin_file: str = cfg.setting("CHANCERY_PKCS11_PIN_FILE", "")
+    # the private hierarchy: the policy OID private certificates carry (the operator's own
+    # arc, never the CA/B Forum's), their longest validity, and the base of the CRL, OCSP
+    # and caIssuers URLs in them (may be an internal host; empty: the public base URL)
+    private_policy_oid: str = cfg.setting("CHANCERY_PRIVATE_POLICY_OID",
+                                          DEFAULT_PRIVATE_POLICY_OID,
+                                          parse=parse_private_policy_oid)
+    private_max_validity_days: int = cfg.setting("CHANCERY_PRIVATE_MAX_VALIDITY_DAYS",
+                                                 DEFAULT_PRIVATE_MAX_VALIDITY_DAYS,
+                                                 parse=parse_private_max_validity_days)
+    private_base_url: str = cfg.setting("CHANCERY_PRIVATE_BASE_URL", "",
+                                        parse=normalise_base_url)
 
     def passphrase(self) -> bytes:
         """From the secret file if given, else the variable, else the development value."""
@@ -52,6 +71,12 @@ class CaSignerSettings:
             pin = self.pkcs11_pin.encode()
         return Pkcs11Settings(self.pkcs11_module, pin)
 
+    def private_profile(self) -> PrivateProfile:
+        """The operator's settings for private certificates."""
+        return PrivateProfile(policy_oid=self.private_policy_oid,
+                              max_validity_days=self.private_max_validity_days,
+                              base_url=self.private_base_url or None)
+
 
 class CaSignerService(Service):
     name = "ca-signer"
@@ -66,6 +91,11 @@ class CaSignerService(Service):
         super().__init__(runtime)
         self.settings = cfg.load(CaSignerSettings, runtime.environ)
         self.keys = KeyRing(self.settings.passphrase(), self.settings.pkcs11())
+        self.private = self.settings.private_profile()
+        if self.private.policy_oid == DEFAULT_PRIVATE_POLICY_OID:
+            log.info("private certificates carry the placeholder policy OID %s (an arc for "
+                     "documentation); set CHANCERY_PRIVATE_POLICY_OID to your own",
+                     DEFAULT_PRIVATE_POLICY_OID)
 
     def blueprints(self):
         return [views.api, views.public_ca]
@@ -108,11 +138,13 @@ class CaSignerService(Service):
 
     def _sign(self, envelope: Envelope, uow: UnitOfWork) -> None:
         handlers.sign_certificate(envelope, uow, self.keys, self.settings.public_base_url,
-                                  curves=frozenset(self.platform.subscriber_curves))
+                                  curves=frozenset(self.platform.subscriber_curves),
+                                  private=self.private)
 
     def _revoke(self, envelope: Envelope, uow: UnitOfWork) -> None:
         handlers.revoke_certificate(envelope, uow)
 
     def bootstrap_dev(self) -> None:
         with self.uow() as uow:
-            handlers.create_development_hierarchy(uow, self.keys, self.settings.public_base_url)
+            handlers.create_development_hierarchy(uow, self.keys, self.settings.public_base_url,
+                                                  self.private)

@@ -1,5 +1,6 @@
 """Test support: throwaway SoftHSM2 tokens for the PKCS#11 backend's tests, and the
-validation evidence a signing command carries.
+validation evidence a signing command carries, and a check that an issued certificate
+passes the linter meant for its profile.
 
 Used by ca-signer's tests and by anyone checking an HSM setup by hand. SoftHSM2 reads
 SOFTHSM2_CONF when the library is initialised, so the library is re-initialised for the
@@ -21,7 +22,7 @@ from chancery_shared.messaging.envelope import isoformat, utcnow
 
 from chancery_ca_signer.pki.pkcs11 import DEFAULT_SOFTHSM2_MODULE, Pkcs11Token
 
-__all__ = ["evidence_for", "softhsm_module", "softhsm_tokens"]
+__all__ = ["assert_lints_clean", "evidence_for", "softhsm_module", "softhsm_tokens"]
 
 
 def evidence_for(sans: Sequence[str], profile: str = "dv",
@@ -37,6 +38,20 @@ def evidence_for(sans: Sequence[str], profile: str = "dv",
         evidence.append({"kind": "organization", "name": "Example Corp",
                          "method": "operator_review", "validated_at": at, "names": []})
     return evidence
+
+
+def assert_lints_clean(certificate_pem: str, profile: str, private=None) -> None:
+    """Lint an issued certificate again, from its PEM, with the linter of ``profile``
+    (the CA/B Forum serverauth lint for dv/ov/ev, the private lint for private, with the
+    ``private`` settings it was issued under); fail on any ERROR or FATAL finding."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from chancery_ca_signer.pki import lint
+
+    der = x509.load_pem_x509_certificate(certificate_pem.encode()).public_bytes(Encoding.DER)
+    report = lint.lint_subscriber_certificate(der, profile, private)
+    assert report.ok, f"{profile} certificate fails its lint: {report.summary()}"
 
 
 def softhsm_module() -> str | None:

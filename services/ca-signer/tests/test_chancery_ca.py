@@ -19,7 +19,7 @@ import pytest
 from chancery_ca_signer import cli
 from chancery_ca_signer.model import Crl, Issuer, messaging
 from chancery_ca_signer.service import CaSignerService
-from chancery_ca_signer.testing import evidence_for
+from chancery_ca_signer.testing import assert_lints_clean, evidence_for
 from chancery_shared.messaging.envelope import Actor, Context, new_envelope
 from chancery_shared.testing import make_runtime
 from cryptography import x509
@@ -94,6 +94,7 @@ def sign(service, profile: str, name: str) -> x509.Certificate:
     assert not rejected, rejected
     [answer] = [e for e in events(service, "ca_signer.certificate.issued")
                 if e["data"]["order_id"] == order_id]
+    assert_lints_clean(answer["data"]["certificate_pem"], profile, service.private)
     return x509.load_pem_x509_certificate(answer["data"]["certificate_pem"].encode())
 
 
@@ -114,13 +115,15 @@ def test_a_ceremony_then_issuance_rotation_and_revocation(ceremony, capsys):
     key_file, cert_file = folder / "root-key.pem", folder / "root.pem"
 
     # 1. the root: key written encrypted, owner-only; only the certificate is registered
-    assert run("create-root", "--common-name", "Chancery Test Root R1", "--organization",
+    assert run("create-root", "--hierarchy", "public",
+               "--common-name", "Chancery Test Root R1", "--organization",
                "Chancery Test", "--country", "US", "--key-out", str(key_file),
                "--cert-out", str(cert_file)) == 0
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     assert key_file.read_bytes().startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
     [root] = issuers(service).values()
-    assert (root.kind, root.key_backend, root.encrypted_key_pem) == ("root", "offline", None)
+    assert (root.kind, root.key_backend, root.encrypted_key_pem, root.hierarchy) == \
+        ("root", "offline", None, "public")
     with service.uow() as uow:
         [root_crl] = uow.session.execute(select(Crl).where(Crl.issuer_id == root.id)).scalars()
         assert root_crl.entries == 0 and root_crl.next_update > root_crl.this_update
@@ -129,7 +132,7 @@ def test_a_ceremony_then_issuance_rotation_and_revocation(ceremony, capsys):
     assert run("create-issuing", "--root", root.id, "--root-key", str(key_file),
                "--key-type", "rsa-2048", "--profiles", "ov,ev") == 0
     assert run("create-issuing", "--root", root.id, "--root-key", str(key_file),
-               "--key-type", "ec-p256", "--profiles", "dv,private") == 0
+               "--key-type", "ec-p256", "--profiles", "dv") == 0
     by_type = {i.key_type: i for i in issuers(service).values() if i.kind == "issuing"}
     rsa_ca, ec_ca = by_type["rsa-2048"], by_type["ec-p256"]
     assert rsa_ca.encrypted_key_pem.startswith("-----BEGIN ENCRYPTED PRIVATE KEY-----")
@@ -150,7 +153,7 @@ def test_a_ceremony_then_issuance_rotation_and_revocation(ceremony, capsys):
     [new_ec] = [i for i in after.values() if i.key_type == "ec-p256" and i.id != ec_ca.id]
     assert not after[ec_ca.id].active and new_ec.active
     assert sign(service, "dv", "next.chancery.com").issuer == dv.issuer  # same name...
-    rotated = sign(service, "private", "private.chancery.com")
+    rotated = sign(service, "dv", "rotated.chancery.com")
     rotated.verify_directly_issued_by(
         x509.load_pem_x509_certificate(new_ec.certificate_pem.encode()))  # ...new key
     assert [e["data"]["replaced_by"] for e in events(service, "ca_signer.issuer.retired")] \
@@ -173,14 +176,15 @@ def test_a_ceremony_then_issuance_rotation_and_revocation(ceremony, capsys):
     capsys.readouterr()
     assert run("list") == 0
     listing = capsys.readouterr().out
-    assert f"{ec_ca.id}  issuing  revoked" in listing
+    assert f"{ec_ca.id}  public   issuing  revoked" in listing
     assert "ov,ev" in listing or "ev,ov" in listing
 
 
 def test_a_wrong_root_passphrase_is_refused_without_echoing_it(ceremony, capsys, tmp_path):
     service, folder = ceremony
     key_file = tmp_path / "root-key.pem"
-    assert run("create-root", "--common-name", "Chancery Test Root R2", "--organization",
+    assert run("create-root", "--hierarchy", "public",
+               "--common-name", "Chancery Test Root R2", "--organization",
                "Chancery Test", "--country", "US", "--key-out", str(key_file),
                "--cert-out", str(tmp_path / "root.pem")) == 0
     root_id = next(i.id for i in issuers(service).values()
@@ -201,11 +205,21 @@ def test_create_root_never_overwrites_a_key(ceremony, capsys, tmp_path):
     key_file = tmp_path / "root-key.pem"
     key_file.write_text("precious")
 
-    status = run("create-root", "--common-name", "X", "--organization", "X", "--country",
-                 "US", "--key-out", str(key_file), "--cert-out", str(tmp_path / "r.pem"))
+    status = run("create-root", "--hierarchy", "public", "--common-name", "X",
+                 "--organization", "X", "--country", "US", "--key-out", str(key_file),
+                 "--cert-out", str(tmp_path / "r.pem"))
 
     assert status == 2 and key_file.read_text() == "precious"
     assert "refusing to overwrite" in capsys.readouterr().err
+
+
+def test_a_root_names_its_hierarchy(ceremony, capsys, tmp_path):
+    with pytest.raises(SystemExit) as excinfo:
+        run("create-root", "--common-name", "X", "--organization", "X", "--country", "US",
+            "--key-out", str(tmp_path / "k.pem"), "--cert-out", str(tmp_path / "r.pem"))
+    assert excinfo.value.code == 2
+    assert "--hierarchy" in capsys.readouterr().err
+    assert not (tmp_path / "k.pem").exists()
 
 
 def test_an_unknown_profile_is_refused_by_name(ceremony, capsys):
@@ -227,7 +241,8 @@ def test_the_command_is_installed():
 def test_profiles_of_a_revoked_ca_are_refused_until_assigned_again(ceremony, tmp_path):
     service, folder = ceremony
     key_file = tmp_path / "root-key.pem"
-    assert run("create-root", "--common-name", "Chancery Test Root R3", "--organization",
+    assert run("create-root", "--hierarchy", "private",
+               "--common-name", "Chancery Test Root R3", "--organization",
                "Chancery Test", "--country", "US", "--key-out", str(key_file),
                "--cert-out", str(tmp_path / "root.pem")) == 0
     root_id = next(i.id for i in issuers(service).values() if "R3" in i.subject)
@@ -241,12 +256,88 @@ def test_profiles_of_a_revoked_ca_are_refused_until_assigned_again(ceremony, tmp
 
     assert run("revoke-issuing", private_ca.id, "--reason", "key_compromise",
                "--root-key", str(key_file)) == 0
-    with pytest.raises(AssertionError, match="no issuing CA is configured for this profile"):
+    with pytest.raises(AssertionError, match="no issuing CA is configured for this profile: "
+                                             "private is assigned to issuing CA"):
         sign(service, "private", "refused.chancery.com")
 
     assert run("assign-profile", "private", spare.id) == 0
     assert sign(service, "private", "private2.chancery.com").issuer.rfc4514_string() \
         == spare.subject
+
+
+def test_a_private_root_and_its_ca_sign_private_only_and_cross_assignment_is_refused(
+        ceremony, tmp_path, capsys):
+    service, _ = ceremony
+    public_key, private_key = tmp_path / "public-root-key.pem", tmp_path / "private-root-key.pem"
+    assert run("create-root", "--hierarchy", "public",
+               "--common-name", "Chancery Test Root P1",
+               "--organization", "Chancery Test", "--country", "US", "--key-out",
+               str(public_key), "--cert-out", str(tmp_path / "public-root.pem")) == 0
+    assert run("create-root", "--hierarchy", "private", "--common-name",
+               "Chancery Test Private Root Q1", "--organization", "Chancery Test", "--country",
+               "US", "--key-out", str(private_key),
+               "--cert-out", str(tmp_path / "private-root.pem")) == 0
+    public_root = next(i for i in issuers(service).values() if "Root P1" in i.subject)
+    private_root = next(i for i in issuers(service).values() if "Root Q1" in i.subject)
+    assert (public_root.hierarchy, private_root.hierarchy) == ("public", "private")
+
+    # an issuing CA is of its root's hierarchy, and takes only that hierarchy's profiles
+    capsys.readouterr()
+    assert run("create-issuing", "--root", public_root.id, "--root-key", str(public_key),
+               "--profiles", "dv,private") == 1
+    assert "mixes public and private profiles" in capsys.readouterr().err
+    assert run("create-issuing", "--root", public_root.id, "--root-key", str(public_key),
+               "--profiles", "private") == 1
+    assert "a public issuing CA signs only dv, ov, ev, not private" in capsys.readouterr().err
+    assert run("create-issuing", "--root", private_root.id, "--root-key", str(private_key),
+               "--profiles", "ev") == 1
+    assert "a private issuing CA signs only private, not ev" in capsys.readouterr().err
+    assert run("create-issuing", "--root", private_root.id, "--root-key", str(private_key),
+               "--policy-oid", "2.23.140.1.2.1") == 1
+    assert "CA/B Forum policy OID" in capsys.readouterr().err
+    assert run("create-issuing", "--root", public_root.id, "--root-key", str(public_key),
+               "--common-name", "P1 Public CA", "--profiles", "dv,ov") == 0
+    assert run("create-issuing", "--root", private_root.id, "--root-key", str(private_key),
+               "--common-name", "Q1 Private CA", "--profiles", "private") == 0
+    assert "private issuing CA" in capsys.readouterr().out
+    public_ca = next(i for i in issuers(service).values() if "P1 Public CA" in i.subject)
+    private_ca = next(i for i in issuers(service).values() if "Q1 Private CA" in i.subject)
+    assert (public_ca.hierarchy, private_ca.hierarchy) == ("public", "private")
+    created = {e["data"]["issuer_id"]: e["data"]["hierarchy"]
+               for e in events(service, "ca_signer.issuer.created")}
+    assert created[private_ca.id] == created[private_root.id] == "private"
+    assert created[public_ca.id] == "public"
+
+    # assignment across hierarchies is refused both ways, and changes nothing
+    assert run("assign-profile", "dv", private_ca.id) == 1
+    assert ("is of the private hierarchy; the dv profile is signed only by a public issuing "
+            "CA") in capsys.readouterr().err
+    assert run("assign-profile", "private", public_ca.id) == 1
+    assert ("is of the public hierarchy; the private profile is signed only by a private "
+            "issuing CA") in capsys.readouterr().err
+    with service.uow() as uow:
+        from chancery_ca_signer import authorities
+
+        assignments = authorities.profile_assignments(uow)
+    assert assignments["dv"] == public_ca.id and assignments["private"] == private_ca.id
+
+    # the private certificate chains to the private root, and openssl refuses the public one
+    leaf = sign(service, "private", "db.corp.internal")
+    assert leaf.issuer.rfc4514_string() == private_ca.subject
+    capsys.readouterr()
+    assert run("export-chain", private_ca.id) == 0
+    private_chain = capsys.readouterr().out
+    openssl_verify(tmp_path, private_chain, leaf)
+    assert run("export-chain", public_ca.id) == 0
+    public_chain = capsys.readouterr().out
+    with pytest.raises(AssertionError):
+        openssl_verify(tmp_path, public_chain, leaf)
+
+    # rotation keeps the hierarchy
+    assert run("rotate-issuing", private_ca.id, "--root-key", str(private_key)) == 0
+    rotated = next(i for i in issuers(service).values()
+                   if "Q1 Private CA" in i.subject and i.active)
+    assert rotated.id != private_ca.id and rotated.hierarchy == "private"
 
 
 # --- an issuing CA whose key is in an HSM (SoftHSM2) ------------------------------------
@@ -281,7 +372,8 @@ def test_an_hsm_issuing_ca_signs_certificates_crls_and_its_ocsp_responder(ceremo
                                                       if k.startswith("CHANCERY_")}))
     try:
         key_file = tmp_path / "root-key.pem"
-        assert run("create-root", "--common-name", "Chancery HSM Root", "--organization",
+        assert run("create-root", "--hierarchy", "public",
+               "--common-name", "Chancery HSM Root", "--organization",
                    "Chancery Test", "--country", "US", "--key-out", str(key_file),
                    "--cert-out", str(tmp_path / "root.pem")) == 0
         root_id = next(i.id for i in issuers(service).values() if "HSM Root" in i.subject)

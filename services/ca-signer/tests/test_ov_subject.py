@@ -11,7 +11,7 @@ import uuid
 import pytest
 from chancery_ca_signer.model import messaging
 from chancery_ca_signer.service import CaSignerService
-from chancery_ca_signer.testing import evidence_for
+from chancery_ca_signer.testing import assert_lints_clean, evidence_for
 from chancery_shared.messaging.envelope import Actor, Context, new_envelope
 from chancery_shared.testing import make_runtime
 from cryptography import x509
@@ -62,7 +62,10 @@ def sign(service: CaSignerService, profile: str, subject: dict) -> dict:
     with service.engine.connect() as connection:
         rows = connection.execute(select(messaging.outbox.c.body).where(
             messaging.outbox.c.type.like("ca_signer.certificate.%"))).scalars()
-        return [json.loads(row) for row in rows][-1]
+        answer = [json.loads(row) for row in rows][-1]
+    if answer["type"] == "ca_signer.certificate.issued":
+        assert_lints_clean(answer["data"]["certificate_pem"], profile)
+    return answer
 
 
 def test_an_ov_command_issues_a_certificate_naming_the_organization(signer):

@@ -23,7 +23,7 @@ from chancery_ca_signer import handlers
 from chancery_ca_signer.model import IssuedCertificate, messaging
 from chancery_ca_signer.pki.keys import EncryptedPemKey
 from chancery_ca_signer.service import CaSignerService
-from chancery_ca_signer.testing import evidence_for
+from chancery_ca_signer.testing import assert_lints_clean, evidence_for
 from chancery_shared.messaging.envelope import Actor, Context, Envelope, new_envelope
 from chancery_shared.subscriber_keys import spki_sha256
 from chancery_shared.testing import make_runtime
@@ -209,6 +209,7 @@ def test_an_acceptable_csr_is_issued_for_the_key_it_carries(signer, ca_signature
     assert outbox(signer, "ca_signer.certificate.rejected") == []
     certificate = x509.load_pem_x509_certificate(issued["data"]["certificate_pem"].encode())
     assert certificate.public_key() == key.public_key()
+    assert_lints_clean(issued["data"]["certificate_pem"], "dv")
     [record] = records(signer, command.data["order_id"])
     assert (record.status, record.serial) == ("issued", issued["data"]["serial"])
     assert certificate.serial_number == int(record.serial, 16)

@@ -417,6 +417,9 @@ class IssuerCreated(Payload):
     issuer_id = Id(required=True)
     kind = fields.String(required=True, validate=validate.OneOf(("root", "issuing")))
     parent_id = Id(allow_none=True)
+    # added with private hierarchies; events from before them carry none (then public)
+    hierarchy = fields.String(load_default="public",
+                              validate=validate.OneOf(("public", "private")))
     subject = fields.String(required=True)
     key_type = fields.String(required=True)
     key_backend = fields.String(required=True,

@@ -13,10 +13,15 @@ certificate URL; CRL DP -> the root's CRL URL.
 
 certificatePolicies of the issuing CA: by default ``anyPolicy``, which BR 7.1.2.10.5
 allows for a CA affiliated with the root's operator and which lets one issuing CA issue
-DV, OV, EV (and, in a private hierarchy, private) certificates. The alternative is one
+DV, OV and EV certificates (or, in the private hierarchy, private ones). The alternative is one
 reserved CA/B Forum OID (e.g. ``("2.23.140.1.2.1",)`` for a DV-only CA): pkilint
 refuses more than one reserved OID in a CA certificate (ca_multiple_reserved_policy_oids),
 so a CA cannot list DV *and* OV. Pass ``policy_oids`` to choose.
+
+Private hierarchy (``hierarchy=Hierarchy.PRIVATE``): a separate root of the same shape,
+whose issuing CAs sign only ``private`` certificates. Such an issuing CA is linted with
+the RFC 5280 validators (its URLs may name internal hosts) and may not carry a CA/B
+Forum reserved policy OID; give it ``anyPolicy`` or the operator's own policy OID.
 
 ECDSA by default (root P-384 signing with SHA-384, issuing P-256 signing with SHA-256);
 RSA works the same way. CA certificates are linted before the CA key signs them, with the
@@ -33,8 +38,8 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
 from .keys import CaKey, EncryptedPemKey, KeyType
-from .lint import lint_certificate, lint_then_sign
-from .profiles import new_serial_number
+from .lint import lint_certificate, lint_private_ca_certificate, lint_then_sign
+from .profiles import Hierarchy, new_serial_number
 from .urls import CaUrls, ca_urls, issuer_id, normalise_base_url
 from .validity import truncate_to_seconds
 
@@ -139,8 +144,10 @@ def create_issuing_ca(
     validity_days: int = DEFAULT_ISSUING_VALIDITY_DAYS,
     policy_oids: Sequence[str] | None = None,
     serial: int | None = None,
+    hierarchy: Hierarchy | str = Hierarchy.PUBLIC,
 ) -> x509.Certificate:
-    """Create an issuing CA certificate signed by the root (linted as a TLS subordinate CA).
+    """Create an issuing CA certificate signed by the root (linted as a TLS subordinate CA,
+    or for a private ``hierarchy`` with the private CA lint).
 
     ``issuing_public_key`` is the new CA's :class:`CaKey` or its public key. Validity is
     cut to end no later than the root's. ``policy_oids`` defaults to ``(anyPolicy,)``.
@@ -209,7 +216,12 @@ def create_issuing_ca(
             critical=False,
         )
     )
-    return lint_then_sign(builder, root_key, _lint_as("INTERNAL_UNCONSTRAINED_TLS_CA")).certificate
+    lint = (
+        lint_private_ca_certificate
+        if Hierarchy(hierarchy) is Hierarchy.PRIVATE
+        else _lint_as("INTERNAL_UNCONSTRAINED_TLS_CA")
+    )
+    return lint_then_sign(builder, root_key, lint).certificate
 
 
 @dataclass(frozen=True)
@@ -242,6 +254,7 @@ def create_hierarchy(
     root_key_type: KeyType = KeyType.EC_P384,
     issuing_key_type: KeyType = KeyType.EC_P256,
     issuing_policy_oids: Sequence[str] | None = None,
+    hierarchy: Hierarchy | str = Hierarchy.PUBLIC,
 ) -> CaHierarchy:
     """Generate keys and certificates for a root and an issuing CA (dev seed, key ceremony)."""
     algo = "ECC" if KeyType(issuing_key_type).is_ec else "RSA"
@@ -264,5 +277,6 @@ def create_hierarchy(
         public_base_url=public_base_url,
         now=now,
         policy_oids=issuing_policy_oids,
+        hierarchy=hierarchy,
     )
     return CaHierarchy(root_cert, root_key, issuing_cert, issuing_key)

@@ -27,11 +27,13 @@ from .lint import (
     lint_then_sign,
 )
 from .profiles import (
-    DEFAULT_PRIVATE_POLICY_OID,
+    Hierarchy,
+    PrivateProfile,
     SubjectFields,
     ValidationLevel,
     build_subject,
     build_tls_server_certificate,
+    hierarchy_of,
     new_serial_number,
 )
 from .urls import normalise_base_url
@@ -119,7 +121,8 @@ def issue_tls_certificate(
     ip_addresses: Sequence[str] = (),
     serial: int | None = None,
     include_common_name: bool = False,
-    private_policy_oid: str = DEFAULT_PRIVATE_POLICY_OID,
+    private: PrivateProfile | None = None,
+    issuer_hierarchy: Hierarchy | str | None = None,
     rsa_key_encipherment: bool = False,
     before_signing: Callable[[x509.Certificate], None] | None = None,
 ) -> IssuedCertificate:
@@ -131,11 +134,21 @@ def issue_tls_certificate(
     Raises :class:`IssuanceRejected` on any problem, with pkilint findings if linting refused.
     ``before_signing`` is called with the linted (throwaway-signed) certificate just
     before the CA key signs the same to-be-signed bytes.
+    ``private``: the operator's private-profile settings (policy OID, validity cap),
+    used for ``private`` certificates. ``issuer_hierarchy``: the hierarchy ``issuer``
+    belongs to; a level of the other hierarchy is refused before anything is built.
     """
     try:
         level = ValidationLevel(level)
     except ValueError:
         raise IssuanceRejected(f"unknown validation level {level!r}", field="level") from None
+    private = private or PrivateProfile()
+    if issuer_hierarchy is not None and Hierarchy(issuer_hierarchy) is not hierarchy_of(level):
+        raise IssuanceRejected(
+            f"a {level.value} certificate is signed only by a {hierarchy_of(level).value} "
+            f"issuing CA, and this one is {Hierarchy(issuer_hierarchy).value}",
+            field="issuer",
+        )
     try:
         base_url = normalise_base_url(public_base_url)
     except ValueError as exc:
@@ -166,7 +179,11 @@ def issue_tls_certificate(
         raise IssuanceRejected("the subscriber key is the CA's own key", field="csr")
 
     try:
-        not_after = cap_not_after(not_before, requested_not_after)
+        not_after = cap_not_after(
+            not_before,
+            requested_not_after,
+            max_days=private.max_validity_days if level is ValidationLevel.PRIVATE else None,
+        )
     except (TypeError, ValueError) as exc:
         raise IssuanceRejected(str(exc), field="not_after") from None
     not_after = min(not_after, issuer.not_valid_after_utc)
@@ -191,7 +208,7 @@ def issue_tls_certificate(
             not_after=not_after,
             public_base_url=base_url,
             include_common_name=include_common_name,
-            private_policy_oid=private_policy_oid,
+            private_policy_oid=private.policy_oid,
             rsa_key_encipherment=rsa_key_encipherment,
         )
     except ValueError as exc:
@@ -199,7 +216,7 @@ def issue_tls_certificate(
 
     try:
         signed = lint_then_sign(
-            builder, ca_key, lambda der: lint_subscriber_certificate(der, level),
+            builder, ca_key, lambda der: lint_subscriber_certificate(der, level, private),
             before_signing,
         )
     except LintRejected as exc:

@@ -12,10 +12,15 @@ Profiles:
 * ``dv``/``ov``/``ev`` subscriber certificates: pkilint's CA/B Forum TLS BR validators
   for DV/OV/EV final certificates, with pkilint's own serverauth finding filters (the
   same as ``lint_cabf_serverauth_cert lint -t DV-FINAL-CERTIFICATE``).
-* ``private`` subscriber certificates: RFC 5280 validators only (``lint_pkix_cert``),
-  because the BR do not govern a private hierarchy.
+* ``private`` subscriber certificates: pkilint's RFC 5280 validators (``lint_pkix_cert``),
+  because the BR do not govern a private hierarchy (names may be internal), plus
+  Chancery's own private-profile rules (:func:`private_findings`): validity within the
+  configured cap, the configured private policy OID present, and no CA/B Forum
+  reserved policy OID (2.23.140.*), which would claim BR compliance.
 * CA certificates: the serverauth validators for the type pkilint detects (root, or
-  internal unconstrained TLS CA for Chancery's issuing CAs).
+  internal unconstrained TLS CA for Chancery's public issuing CAs); a private issuing
+  CA gets the RFC 5280 validators and the no-CA/B-OID rule (its URLs may name
+  internal hosts).
 
 Each pkilint validator is built once per profile (about 0.2 s) and reused; a lock
 per validator serialises use, since pkilint does not document thread safety and one
@@ -34,7 +39,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from .keys import CaKey, CaPrivateKey, CaPublicKey, KeyType, generate_private_key
-from .profiles import ValidationLevel
+from .profiles import CABF_POLICY_ARC, PrivateProfile, ValidationLevel
+from .validity import validity_period
 
 __all__ = [
     "LintFinding",
@@ -45,6 +51,9 @@ __all__ = [
     "lint_subscriber_certificate",
     "lint_ca_certificate",
     "lint_pkix_certificate",
+    "lint_private_certificate",
+    "lint_private_ca_certificate",
+    "private_findings",
     "throwaway_key",
     "sign_with_throwaway_key",
     "lint_then_sign",
@@ -254,9 +263,83 @@ def lint_certificate(der: bytes, profile: str) -> LintReport:
     return LintReport(profile=profile, findings=tuple(findings))
 
 
-def lint_subscriber_certificate(der: bytes, level: ValidationLevel | str) -> LintReport:
-    """Lint a subscriber TLS certificate with the profile of its validation level."""
-    return lint_certificate(der, _LEVEL_PROFILES[ValidationLevel(level)])
+def lint_subscriber_certificate(der: bytes, level: ValidationLevel | str,
+                                private: PrivateProfile | None = None) -> LintReport:
+    """Lint a subscriber TLS certificate with the linter meant for its validation level:
+    the CA/B Forum serverauth profile for DV/OV/EV, :func:`lint_private_certificate`
+    (with ``private``, default settings if None) for ``private``."""
+    level = ValidationLevel(level)
+    if level is ValidationLevel.PRIVATE:
+        return lint_private_certificate(der, private or PrivateProfile())
+    return lint_certificate(der, _LEVEL_PROFILES[level])
+
+
+#: The name of the private subscriber lint in reports: pkilint PKIX plus Chancery's rules.
+PRIVATE_LINT = "PKIX+chancery.private"
+_PRIVATE_VALIDATOR = "ChanceryPrivateProfileValidator"
+
+
+def _cabf_oids(cert: x509.Certificate) -> list[str]:
+    try:
+        policies = cert.extensions.get_extension_for_class(x509.CertificatePolicies).value
+    except x509.ExtensionNotFound:
+        return []
+    return [p.policy_identifier.dotted_string for p in policies
+            if p.policy_identifier.dotted_string.startswith(CABF_POLICY_ARC + ".")]
+
+
+def private_findings(der: bytes, private: PrivateProfile) -> list[LintFinding]:
+    """Chancery's own rules for a private subscriber certificate (all ERROR)."""
+    cert = x509.load_der_x509_certificate(der)
+    findings = []
+    path = "certificate.tbsCertificate"
+
+    def error(code: str, message: str, where: str) -> None:
+        findings.append(LintFinding("ERROR", f"chancery.private.{code}", message,
+                                    f"{path}.{where}", _PRIVATE_VALIDATOR))
+
+    period = validity_period(cert.not_valid_before_utc, cert.not_valid_after_utc)
+    if period.total_seconds() > private.max_validity_days * 86400:
+        error("validity_period_exceeds_maximum",
+              f"validity of {period.total_seconds() / 86400:g} days exceeds the private "
+              f"maximum of {private.max_validity_days} days", "validity")
+    for oid in _cabf_oids(cert):
+        error("cabf_reserved_policy_oid",
+              f"{oid} is a CA/B Forum policy OID; a private certificate must not claim "
+              "BR compliance", "extensions.certificatePolicies")
+    try:
+        policies = cert.extensions.get_extension_for_class(x509.CertificatePolicies).value
+        oids = [p.policy_identifier.dotted_string for p in policies]
+    except x509.ExtensionNotFound:
+        oids = []
+    if private.policy_oid not in oids:
+        error("missing_private_policy_oid",
+              f"the private policy OID {private.policy_oid} is not asserted",
+              "extensions.certificatePolicies")
+    return findings
+
+
+def lint_private_certificate(der: bytes, private: PrivateProfile) -> LintReport:
+    """Lint a private subscriber certificate: pkilint's RFC 5280 validators plus
+    :func:`private_findings`."""
+    pkix = lint_certificate(der, _PKIX)
+    findings = sorted(pkix.findings + tuple(private_findings(der, private)),
+                      key=lambda f: _REPORTED_SEVERITIES.index(f.severity))
+    return LintReport(profile=PRIVATE_LINT, findings=tuple(findings))
+
+
+def lint_private_ca_certificate(der: bytes) -> LintReport:
+    """Lint a private issuing CA certificate: RFC 5280 validators, and no CA/B Forum
+    reserved policy OID."""
+    pkix = lint_certificate(der, _PKIX)
+    cert = x509.load_der_x509_certificate(der)
+    extra = tuple(LintFinding("ERROR", "chancery.private.cabf_reserved_policy_oid",
+                              f"{oid} is a CA/B Forum policy OID; a private CA must not "
+                              "assert it", "certificate.tbsCertificate.extensions."
+                              "certificatePolicies", _PRIVATE_VALIDATOR)
+                  for oid in _cabf_oids(cert))
+    return LintReport(profile=PRIVATE_LINT, findings=tuple(sorted(
+        pkix.findings + extra, key=lambda f: _REPORTED_SEVERITIES.index(f.severity))))
 
 
 def lint_pkix_certificate(der: bytes) -> LintReport:

@@ -23,7 +23,9 @@ adds the EVG attributes. commonName is "NOT RECOMMENDED" by the BR (pkilint warn
 it is omitted unless ``include_common_name=True``, in which case it is the first SAN.
 
 The ``private`` level is for a *private* hierarchy only: the BR do not apply to it, and
-a publicly-trusted issuing CA must never issue it.
+a publicly-trusted issuing CA must never issue it. :data:`PROFILE_HIERARCHY` is the one
+place that says which hierarchy signs each level; :class:`PrivateProfile` holds the
+operator's choices for private certificates (policy OID, validity cap, URL base).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from __future__ import annotations
 import datetime as _dt
 import enum
 import ipaddress
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 
@@ -47,6 +50,15 @@ __all__ = [
     "POLICY_OID_IV",
     "POLICY_OID_EV",
     "DEFAULT_PRIVATE_POLICY_OID",
+    "DEFAULT_PRIVATE_MAX_VALIDITY_DAYS",
+    "CABF_POLICY_ARC",
+    "Hierarchy",
+    "PROFILE_HIERARCHY",
+    "hierarchy_of",
+    "profiles_of",
+    "PrivateProfile",
+    "parse_private_policy_oid",
+    "parse_private_max_validity_days",
     "SubjectFields",
     "new_serial_number",
     "policy_oid_for",
@@ -59,13 +71,22 @@ POLICY_OID_OV = "2.23.140.1.2.2"
 POLICY_OID_IV = "2.23.140.1.2.3"
 POLICY_OID_EV = "2.23.140.1.1"
 
+#: The CA/B Forum's arc: its reserved policy OIDs (2.23.140.1.*) say "publicly trusted
+#: under the BR", so no private certificate or private CA may carry one.
+CABF_POLICY_ARC = "2.23.140"
+
 #: Placeholder policy OID for ``private`` certificates, under PEN 32473, which RFC 5612
 #: reserves for documentation and examples, so it can never collide with a real
-#: organisation's arc. Operators MUST configure an OID under their own IANA Private
-#: Enterprise Number (e.g. 1.3.6.1.4.1.<PEN>.1.2.1) and pass it as
-#: ``private_policy_oid``. (A 2.25.<UUID> OID would need no registration, but its
-#: 128-bit arc is beyond what pkilint's and some clients' decoders accept.)
+#: organisation's arc and is plainly not a public policy. Operators set an OID under
+#: their own IANA Private Enterprise Number (e.g. 1.3.6.1.4.1.<PEN>.1.2.1) with
+#: ``CHANCERY_PRIVATE_POLICY_OID``. (A 2.25.<UUID> OID would need no registration, but
+#: its 128-bit arc is beyond what pkilint's and some clients' decoders accept.)
 DEFAULT_PRIVATE_POLICY_OID = "1.3.6.1.4.1.32473.1.2.1"
+#: The longest private certificate issued by default (days, counted inclusively): the
+#: longest a public one ever had, which most TLS clients also accept from private roots.
+DEFAULT_PRIVATE_MAX_VALIDITY_DAYS = 398
+#: The configurable cap cannot exceed this (the issuing CA's own end cuts it anyway).
+MAX_PRIVATE_VALIDITY_DAYS = 825
 
 
 class ValidationLevel(enum.StrEnum):
@@ -78,6 +99,90 @@ class ValidationLevel(enum.StrEnum):
 
     def __str__(self) -> str:
         return self.value
+
+
+class Hierarchy(enum.StrEnum):
+    """Which root a CA chains to: the publicly trusted one, or the operator's private one."""
+
+    PUBLIC = "public"
+    PRIVATE = "private"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+#: The hierarchy whose issuing CAs sign each level: the one place profiles are classified.
+#: A level is signed only by an issuing CA of its hierarchy, never by the other's.
+PROFILE_HIERARCHY: Mapping[ValidationLevel, Hierarchy] = {
+    ValidationLevel.DV: Hierarchy.PUBLIC,
+    ValidationLevel.OV: Hierarchy.PUBLIC,
+    ValidationLevel.EV: Hierarchy.PUBLIC,
+    ValidationLevel.PRIVATE: Hierarchy.PRIVATE,
+}
+
+
+def hierarchy_of(level: ValidationLevel | str) -> Hierarchy:
+    """The hierarchy that signs ``level`` (``ValueError`` for an unknown level)."""
+    return PROFILE_HIERARCHY[ValidationLevel(level)]
+
+
+def profiles_of(hierarchy: Hierarchy | str) -> tuple[str, ...]:
+    """The levels (profile names) the issuing CAs of ``hierarchy`` sign."""
+    wanted = Hierarchy(hierarchy)
+    return tuple(level.value for level, h in PROFILE_HIERARCHY.items() if h is wanted)
+
+
+_DOTTED_OID = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+$")
+
+
+def parse_private_policy_oid(raw: str) -> str:
+    """``CHANCERY_PRIVATE_POLICY_OID``: a dotted OID of the operator's own arc.
+
+    Refuses what is not a dotted OID, the CA/B Forum arc (2.23.140: those OIDs assert
+    BR compliance) and anyPolicy (which asserts no policy at all)."""
+    value = raw.strip()
+    if not _DOTTED_OID.match(value):
+        raise ValueError(f"{raw!r} is not a dotted OID such as 1.3.6.1.4.1.<PEN>.1.2.1")
+    arcs = [int(arc) for arc in value.split(".")]
+    if arcs[0] < 2 and arcs[1] > 39:
+        raise ValueError(f"{raw!r} is not a valid OID (second arc above 39)")
+    if value == CABF_POLICY_ARC or value.startswith(CABF_POLICY_ARC + "."):
+        raise ValueError(f"{raw!r} is under the CA/B Forum arc {CABF_POLICY_ARC}, which is "
+                         "for publicly trusted certificates; use your own arc")
+    if value == "2.5.29.32.0":
+        raise ValueError("anyPolicy is not a certificate policy of its own; use your own arc")
+    return value
+
+
+def parse_private_max_validity_days(raw: str) -> int:
+    """``CHANCERY_PRIVATE_MAX_VALIDITY_DAYS``: 1 to 825 days."""
+    days = int(raw)
+    if not 1 <= days <= MAX_PRIVATE_VALIDITY_DAYS:
+        raise ValueError(f"must be between 1 and {MAX_PRIVATE_VALIDITY_DAYS} days")
+    return days
+
+
+@dataclass(frozen=True)
+class PrivateProfile:
+    """The operator's choices for ``private`` certificates (ca-signer settings).
+
+    ``policy_oid``: the policy OID private certificates carry. ``max_validity_days``:
+    the longest validity issued, counted inclusively, and what the private lint allows.
+    ``base_url``: base of the CRL, OCSP and caIssuers URLs in private certificates and
+    private issuing CAs (may be an internal host); ``None`` uses the public base URL.
+    """
+
+    policy_oid: str = DEFAULT_PRIVATE_POLICY_OID
+    max_validity_days: int = DEFAULT_PRIVATE_MAX_VALIDITY_DAYS
+    base_url: str | None = None
+
+    def __post_init__(self) -> None:
+        parse_private_policy_oid(self.policy_oid)
+        parse_private_max_validity_days(str(self.max_validity_days))
+
+    def url_base(self, public_base_url: str) -> str:
+        """The base URL certificates of the private hierarchy carry."""
+        return self.base_url or public_base_url
 
 
 def policy_oid_for(

@@ -58,6 +58,7 @@ def cap_not_after(
     requested_not_after: _dt.datetime | None = None,
     *,
     issued_at: _dt.datetime | None = None,
+    max_days: int | None = None,
 ) -> _dt.datetime:
     """The notAfter to issue: the requested one, shortened to the allowed maximum.
 
@@ -65,10 +66,18 @@ def cap_not_after(
     and ``issued_at`` (the signing time, defaulting to ``not_before``): the limits only
     shrink, so a backdated notBefore can never select a longer, older limit. The result
     satisfies ``validity_period(not_before, result) <= max_validity(...)``.
+    ``max_days`` replaces the BR schedule with a fixed cap (inclusive days): the
+    operator's cap for private certificates, which the BR do not govern.
     """
     nb = truncate_to_seconds(not_before)
-    effective = nb if issued_at is None else max(nb, _aware(issued_at, "issued_at"))
-    latest = nb + max_validity(effective) - ONE_SECOND
+    if max_days is not None:
+        if max_days < 1:
+            raise ValueError("max_days must be at least 1")
+        longest = _dt.timedelta(days=max_days)
+    else:
+        effective = nb if issued_at is None else max(nb, _aware(issued_at, "issued_at"))
+        longest = max_validity(effective)
+    latest = nb + longest - ONE_SECOND
     if requested_not_after is None:
         return latest
     requested = truncate_to_seconds(requested_not_after)

@@ -87,6 +87,20 @@ def hierarchy(now):
 
 
 @pytest.fixture(scope="session")
+def private_hierarchy(now):
+    """A private ECDSA hierarchy (its issuing CA linted as a private CA), valid from now,
+    whose URLs name an internal host."""
+    return create_hierarchy(
+        passphrase=PASSPHRASE,
+        public_base_url="http://pki.corp.internal",
+        organization="Chancery Test Private",
+        country="US",
+        now=now - dt.timedelta(minutes=5),
+        hierarchy="private",
+    )
+
+
+@pytest.fixture(scope="session")
 def old_hierarchy():
     """ECDSA hierarchy valid from 2025-01-01, to issue at dates across the BR schedule."""
     return create_hierarchy(

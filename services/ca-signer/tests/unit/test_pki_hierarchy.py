@@ -6,7 +6,11 @@ from chancery_ca_signer.pki.hierarchy import (
     issuer_id,
 )
 from chancery_ca_signer.pki.keys import EncryptedPemKey, KeyType
-from chancery_ca_signer.pki.lint import LintRejected, lint_ca_certificate
+from chancery_ca_signer.pki.lint import (
+    LintRejected,
+    lint_ca_certificate,
+    lint_private_ca_certificate,
+)
 from chancery_ca_signer.pki.urls import ca_urls, normalise_base_url
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -154,6 +158,32 @@ def test_issuing_ca_with_reserved_url_host_is_refused_by_lint(hierarchy, now, pa
             now=now,
         )
     assert {f.code for f in excinfo.value.report.errors} == {"cabf.internal_domain_name"}
+
+
+def test_a_private_issuing_ca_may_name_internal_hosts_but_no_cabf_policy(
+    private_hierarchy, now, passphrase
+):
+    ca = private_hierarchy.issuing_cert
+    assert "pki.corp.internal" in str(_ext(ca, x509.CRLDistributionPoints).value)
+    assert lint_private_ca_certificate(_der(ca)).ok
+    ca.verify_directly_issued_by(private_hierarchy.root_cert)
+    key = EncryptedPemKey.generate(KeyType.EC_P256, passphrase)
+    with pytest.raises(LintRejected) as excinfo:
+        create_issuing_ca(
+            private_hierarchy.root_cert,
+            private_hierarchy.root_key,
+            key,
+            common_name="Chancery Test Private CA",
+            organization="Chancery Test Private",
+            country="US",
+            public_base_url="http://pki.corp.internal",
+            now=now,
+            policy_oids=["2.23.140.1.2.1"],
+            hierarchy="private",
+        )
+    assert {f.code for f in excinfo.value.report.errors} == {
+        "chancery.private.cabf_reserved_policy_oid"
+    }
 
 
 def test_issuing_ca_refuses_a_root_key_that_does_not_match(hierarchy, rsa_hierarchy, now, base_url):

@@ -10,9 +10,12 @@ from chancery_ca_signer.pki.issuance import IssuanceRejected, build_chain_pem, i
 from chancery_ca_signer.pki.keys import CaKey, EncryptedPemKey, KeyType
 from chancery_ca_signer.pki.profiles import (
     DEFAULT_PRIVATE_POLICY_OID,
+    PrivateProfile,
     build_tls_server_certificate,
+    hierarchy_of,
     new_serial_number,
 )
+from chancery_ca_signer.pki.validity import validity_period
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -197,17 +200,50 @@ def test_rsa_key_encipherment_is_opt_in_and_only_warns(issue, rsa_csr):
     ]
 
 
-def test_private_certificate_uses_private_policy_and_pkix_lint_only(issue):
+def test_private_certificate_uses_private_policy_and_private_lint(issue, private_hierarchy):
     issued = issue(
-        level="private", names=["db1.corp.internal", "*.svc.corp.local"], subject_fields=ORG
+        level="private",
+        names=["db1.corp.internal", "*.svc.corp.local"],
+        ip_addresses=["10.0.0.5"],
+        subject_fields=ORG,
+        h=private_hierarchy,
+        url="http://pki.corp.internal",
+        issuer_hierarchy="private",
     )
     assert issued.lint_findings == ()
     assert _policies(issued.certificate) == [DEFAULT_PRIVATE_POLICY_OID]
     _ext(issued.certificate, x509.SubjectKeyIdentifier)  # RFC 5280 SHOULD for end entities
+    assert lint.lint_subscriber_certificate(issued.der, "private").ok
+    assert not lint.lint_subscriber_certificate(issued.der, "dv").ok  # not a BR certificate
     custom = issue(
-        level="private", names=["db1.corp.internal"], private_policy_oid="1.3.6.1.4.1.32473.9.9"
+        level="private",
+        names=["db1.corp.internal"],
+        h=private_hierarchy,
+        private=PrivateProfile(policy_oid="1.3.6.1.4.1.55555.1.2.1"),
     )
-    assert _policies(custom.certificate) == ["1.3.6.1.4.1.32473.9.9"]
+    assert _policies(custom.certificate) == ["1.3.6.1.4.1.55555.1.2.1"]
+
+
+def test_private_validity_is_capped_by_the_operator_setting(issue, private_hierarchy, now):
+    default = issue(level="private", names=["db1.corp.internal"], h=private_hierarchy)
+    assert validity_period(default.not_before, default.not_after) == dt.timedelta(days=398)
+    short = issue(
+        level="private",
+        names=["db1.corp.internal"],
+        h=private_hierarchy,
+        private=PrivateProfile(max_validity_days=30),
+        not_after=now + dt.timedelta(days=400),
+    )
+    assert validity_period(short.not_before, short.not_after) == dt.timedelta(days=30)
+
+
+@pytest.mark.parametrize("level, tree", [("private", "public"), ("dv", "private"),
+                                         ("ev", "private")])
+def test_a_level_is_refused_by_an_issuer_of_the_other_hierarchy(issue, level, tree):
+    with pytest.raises(IssuanceRejected) as excinfo:
+        issue(level=level, subject_fields=EV_ORG, issuer_hierarchy=tree)
+    assert excinfo.value.field == "issuer"
+    assert f"signed only by a {hierarchy_of(level)} issuing CA" in excinfo.value.reason
 
 
 def test_public_ip_san_is_allowed(issue):

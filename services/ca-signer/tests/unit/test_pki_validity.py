@@ -97,3 +97,13 @@ def test_validation_expiry_accounts_for_the_schedule_shrinking():
     assert validity.validation_reusable(validated, expires - dt.timedelta(microseconds=1))
     assert not validity.validation_reusable(validated, expires)
     assert expires - validated == dt.timedelta(days=200, microseconds=1)
+
+
+def test_a_fixed_cap_replaces_the_br_schedule():
+    nb = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)  # the BR allow 46 days by then
+    latest = validity.cap_not_after(nb, max_days=398)
+    assert validity.validity_period(nb, latest) == dt.timedelta(days=398)
+    asked = nb + dt.timedelta(days=10)
+    assert validity.cap_not_after(nb, asked, max_days=398) == asked
+    with pytest.raises(ValueError):
+        validity.cap_not_after(nb, max_days=0)
