@@ -8,4 +8,4 @@ from tests.conftest import PASSWORD
 def world(request) -> World:
     """One world per run mode, shared by the matrix and the list-visibility tests."""
     stack = request.getfixturevalue(f"{request.param}_stack")
-    return build_world(stack.base_url, PASSWORD)
+    return build_world(stack.base_url, PASSWORD, request.getfixturevalue("loopback_dns"))

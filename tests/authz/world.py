@@ -14,7 +14,7 @@ from typing import Any
 
 from chancery_shared.testing import wait_for
 
-from tests.e2e.scenario import SETTLING_CARD, Api, expect, p256_csr
+from tests.e2e.scenario import SETTLING_CARD, Api, expect, p256_csr, validate_by_dns
 
 ACCOUNT_PASSWORD = "Tangerine-Harbour-Lantern-41"
 PEOPLE_PASSWORD = "Violet-Compass-Meadow-73"
@@ -95,7 +95,7 @@ class World:
             "po_number": _unique("PO")}), 201)["id"]
 
 
-def build_world(base_url: str, password: str) -> World:
+def build_world(base_url: str, password: str, dns: Any) -> World:
     anonymous = Api(base_url)
     operator = anonymous.login("operator@chancery.local", password)
     world = World(base_url, {"anonymous": anonymous, "operator": operator})
@@ -130,14 +130,12 @@ def build_world(base_url: str, password: str) -> World:
         world.apis[principal] = anonymous.login(email, PEOPLE_PASSWORD)
         world.credentials[principal] = (email, PEOPLE_PASSWORD)
 
-    # a validated domain (example.com: a registered name the CA's linter accepts)
+    # a domain validated by DNS change (example.com: a registered name the CA's linter
+    # accepts; a BR method, since the world's orders are for a public product)
     world.ids["domain"] = "example.com"
-    domain = expect(admin.post("/api/orders/v1/domains",
-                               {"name": "example.com", "method": "dns-txt"}), 201)
+    domain = validate_by_dns(admin, dns, "example.com")
     world.ids["domain_id"] = domain["id"]
     world.ids["organization_id"] = world.new_organization()
-    expect(operator.post(f"/api/orders/v1/domains/{domain['id']}/approve",
-                         {"note": "authorization matrix"}), 200)
 
     # money, and one issued certificate of the limited user's in unit 1
     deposit = expect(admin.post("/api/ledger/v1/deposits", {

@@ -252,8 +252,9 @@ def answered(call: Callable[[], requests.Response], status: int) -> dict[str, An
         time.sleep(1)
 
 
-def open_funded_account(base_url: str) -> tuple[Api, str]:
-    """A new account's admin, with example.com validated and money for its orders."""
+def open_funded_account(base_url: str, dns: Any) -> tuple[Api, str]:
+    """A new account's admin, with example.com validated (by a DNS TXT record on the
+    loopback DNS server: the run orders a public product) and money for its orders."""
     anonymous = Api(base_url)
     operator = anonymous.login("operator@chancery.local", PASSWORD)
     tag = uuid.uuid4().hex[:8]
@@ -268,8 +269,10 @@ def open_funded_account(base_url: str) -> tuple[Api, str]:
     admin = anonymous.login(f"admin-{tag}@chaos-test.com", STRONG)
     domain = answered(lambda: admin.post("/api/orders/v1/domains", {
         "name": "example.com", "method": "dns-txt"}), 201)
-    answered(lambda: operator.post(f"/api/orders/v1/domains/{domain['id']}/approve",
-                                   {"note": "fault run"}), 200)
+    dns.publish("_chancery-challenge.example.com", "TXT", f'"{domain["token"]}"')
+    checked = answered(lambda: admin.post(f"/api/orders/v1/domains/{domain['id']}/check",
+                                          {}), 200)
+    assert checked["status"] == "validated", checked.get("last_attempt")
     answered(lambda: admin.post("/api/ledger/v1/deposits", {
         "method": "card", "amount_cents": DEPOSIT_CENTS, "card": SETTLING_CARD},
         headers=deposit_key), 201)
@@ -277,11 +280,12 @@ def open_funded_account(base_url: str) -> tuple[Api, str]:
 
 
 @pytest.fixture(scope="module")
-def run(chaos_stack: Stack) -> Iterator[Run]:
+def run(chaos_stack: Stack, loopback_dns: Any) -> Iterator[Run]:
     engines = {s: create_engine(chaos_stack.env[f"CHANCERY_{s.upper().replace('-', '_')}"
                                                 "_DATABASE_URL"], pool_pre_ping=True)
                for s in SERVICES}
-    opened = [open_funded_account(chaos_stack.base_url) for _ in range(CLIENT_THREADS)]
+    opened = [open_funded_account(chaos_stack.base_url, loopback_dns)
+              for _ in range(CLIENT_THREADS)]
     state = Run(chaos_stack, engines, [a for a, _ in opened], [i for _, i in opened])
     try:
         yield state

@@ -31,7 +31,7 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtensionOID
 
 from tests.conftest import PASSWORD, stack_environment
-from tests.e2e.scenario import SETTLING_CARD, Api, expect, p256_csr
+from tests.e2e.scenario import SETTLING_CARD, Api, expect, p256_csr, validate_by_dns
 
 pytestmark = pytest.mark.e2e
 STRONG = "Cobalt-Harbour-Lantern-47"
@@ -42,7 +42,7 @@ CRL_MARGIN_SECONDS = 30.0
 # --- an account with one issued certificate --------------------------------------------
 
 
-def open_account(base_url: str) -> Api:
+def open_account(base_url: str, dns) -> Api:
     """A new customer account (its admin), with example.com validated and $1,000 paid in."""
     anonymous = Api(base_url)
     operator = anonymous.login("operator@chancery.local", PASSWORD)
@@ -51,10 +51,7 @@ def open_account(base_url: str) -> Api:
         "name": f"Chain {tag}", "admin_email": f"admin-{tag}@chain-test.com",
         "admin_name": "Chain Admin", "admin_password": STRONG}), 201)
     admin = anonymous.login(f"admin-{tag}@chain-test.com", STRONG)
-    domain = expect(admin.post("/api/orders/v1/domains",
-                               {"name": "example.com", "method": "dns-txt"}), 201)
-    expect(operator.post(f"/api/orders/v1/domains/{domain['id']}/approve",
-                         {"note": "chain test"}), 200)
+    validate_by_dns(admin, dns, "example.com")
     expect(admin.post("/api/ledger/v1/deposits", {
         "method": "card", "amount_cents": 100_000, "card": SETTLING_CARD}), 201)
     return admin
@@ -98,9 +95,9 @@ def run(*argv: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-def issued(stack, tmp_path: Path):
+def issued(stack, loopback_dns, tmp_path: Path):
     """An issued DV certificate, its chain as downloaded, and the root from caIssuers."""
-    admin = open_account(stack.base_url)
+    admin = open_account(stack.base_url, loopback_dns)
     name = f"chain-{uuid.uuid4().hex[:8]}.example.com"
     order = expect(admin.post("/api/orders/v1/orders", {
         "product": "ssl_dv", "term_years": 1, "server_type": "nginx", "common_name": name,

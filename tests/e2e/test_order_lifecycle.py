@@ -16,7 +16,14 @@ import pytest
 from chancery_shared.testing import wait_for
 
 from tests.conftest import PASSWORD
-from tests.e2e.scenario import SETTLING_CARD, Api, expect, p256_csr, p256_csr_without_names
+from tests.e2e.scenario import (
+    SETTLING_CARD,
+    Api,
+    expect,
+    p256_csr,
+    p256_csr_without_names,
+    validate_by_dns,
+)
 
 pytestmark = pytest.mark.e2e
 STRONG = "Marigold-Tunnel-Quartz-19"
@@ -31,7 +38,7 @@ class Account:
     colleague_id: str
 
 
-def open_account(base_url: str) -> Account:
+def open_account(base_url: str, dns) -> Account:
     anonymous = Api(base_url)
     operator = anonymous.login("operator@chancery.local", PASSWORD)
     tag = uuid.uuid4().hex[:8]
@@ -39,10 +46,7 @@ def open_account(base_url: str) -> Account:
         "name": f"Lifecycle {tag}", "admin_email": f"admin-{tag}@lifecycle.com",
         "admin_name": "Lifecycle Admin", "admin_password": STRONG}), 201)
     admin = anonymous.login(f"admin-{tag}@lifecycle.com", STRONG)
-    domain = expect(admin.post("/api/orders/v1/domains",
-                               {"name": "example.com", "method": "dns-txt"}), 201)
-    expect(operator.post(f"/api/orders/v1/domains/{domain['id']}/approve",
-                         {"note": "lifecycle test"}), 200)
+    validate_by_dns(admin, dns, "example.com")
     expect(admin.post("/api/ledger/v1/deposits", {
         "method": "card", "amount_cents": 100_000, "card": SETTLING_CARD}), 201)
     people = {}
@@ -73,8 +77,8 @@ def wait_until(account: Account, order_id: str, condition) -> dict:
     return wait_for(probe, timeout=60, message=f"order {order_id}")
 
 
-def test_assign_reissue_search_seal_and_revoke(stack):
-    account = open_account(stack.base_url)
+def test_assign_reissue_search_seal_and_revoke(stack, loopback_dns):
+    account = open_account(stack.base_url, loopback_dns)
     order = issued_order(account, "shop.example.com")
     first_serial = order["certificate"]["serial"]
     path = f"/api/orders/v1/orders/{order['id']}"
@@ -112,8 +116,8 @@ def test_assign_reissue_search_seal_and_revoke(stack):
     assert Api(stack.base_url).get(f"{path}/seal.svg").status_code == 404
 
 
-def test_refund_returns_the_price_and_renewal_prefills_a_new_order(stack):
-    account = open_account(stack.base_url)
+def test_refund_returns_the_price_and_renewal_prefills_a_new_order(stack, loopback_dns):
+    account = open_account(stack.base_url, loopback_dns)
     funded = expect(account.admin.get("/api/ledger/v1/balance"), 200)["available_cents"]
     order = issued_order(account, "api.example.com")
     charged = wait_for(lambda: (lambda b: b if b["reserved_cents"] == 0 else None)(

@@ -25,7 +25,7 @@ from sqlalchemy import Row, create_engine, select
 from sqlalchemy.engine import Engine
 
 from tests.conftest import PASSWORD, RunningStack, stack_environment
-from tests.e2e.scenario import SETTLING_CARD, Api, expect, p256_csr
+from tests.e2e.scenario import SETTLING_CARD, Api, expect, p256_csr, validate_by_dns
 
 if TYPE_CHECKING:
     from chancery_deploy import Stack
@@ -76,7 +76,7 @@ def signer_db(processes: Processes) -> Iterator[Engine]:
     engine.dispose()
 
 
-def open_funded_account(base_url: str) -> Api:
+def open_funded_account(base_url: str, dns) -> Api:
     """A new account's admin, with example.com validated and enough money for the batch."""
     anonymous = Api(base_url)
     operator = anonymous.login("operator@chancery.local", PASSWORD)
@@ -85,10 +85,7 @@ def open_funded_account(base_url: str) -> Api:
         "name": f"Crash {tag}", "admin_email": f"admin-{tag}@crash-test.com",
         "admin_name": "Crash Admin", "admin_password": STRONG}), 201)
     admin = anonymous.login(f"admin-{tag}@crash-test.com", STRONG)
-    domain = expect(admin.post("/api/orders/v1/domains",
-                               {"name": "example.com", "method": "dns-txt"}), 201)
-    expect(operator.post(f"/api/orders/v1/domains/{domain['id']}/approve",
-                         {"note": "signer crash test"}), 200)
+    validate_by_dns(admin, dns, "example.com")
     expect(admin.post("/api/ledger/v1/deposits", {
         "method": "card", "amount_cents": 300_000, "card": SETTLING_CARD}), 201)
     return admin
@@ -103,8 +100,8 @@ def signer_records(engine: Engine, order_ids: list[str]) -> list[Row]:
 
 
 def test_a_worker_killed_mid_signing_leaves_one_certificate_per_order(
-        distributed_stack, processes, signer_db):
-    admin = open_funded_account(distributed_stack.base_url)
+        distributed_stack, processes, signer_db, loopback_dns):
+    admin = open_funded_account(distributed_stack.base_url, loopback_dns)
     order_ids = []
     for n in range(ORDERS):
         name = f"crash-{n}-{uuid.uuid4().hex[:6]}.example.com"

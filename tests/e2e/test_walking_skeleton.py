@@ -15,6 +15,6 @@ def assert_no_dead_letters(broker_url: str) -> None:
     assert not any(dead.values()), dead
 
 
-def test_a_certificate_is_issued_end_to_end(stack):
-    run_happy_path(stack.base_url, PASSWORD)
+def test_a_certificate_is_issued_end_to_end(stack, loopback_dns):
+    run_happy_path(stack.base_url, PASSWORD, loopback_dns)
     assert_no_dead_letters(stack.broker_url)

@@ -50,10 +50,12 @@ from chancery_orders.model import (
     Certificate,
     Domain,
     Issuance,
+    ManualEvidence,
     Order,
     Product,
     Unit,
     User,
+    covered_only_by_review,
     csr_fingerprint,
     domain_covers,
     new_id,
@@ -205,19 +207,23 @@ def get_domain(uow: UnitOfWork, principal: Principal, domain_id: str) -> Domain:
 
 
 def approve_domain(uow: UnitOfWork, principal: Principal, context: Context, domain_id: str,
-                   note: str | None) -> Domain:
-    """Manual validation by CA staff: the domain may back issuance for the reuse period."""
+                   evidence: ManualEvidence) -> Domain:
+    """Manual validation by CA staff, with its evidence kept as an attempt: the domain
+    backs private products (never public ones) for the reuse period."""
     domain = _visible_domain(uow, principal, domain_id, for_update=True)
-    domain.validate_manually(context.actor, note, utcnow())
+    attempt = domain.validate_manually(context.actor, evidence, utcnow())
+    uow.session.add(attempt)
     assert domain.validated_until is not None
     until = domain.validated_until.date().isoformat()
     uow.event("orders.domain.validated", context.with_account(domain.account_id),
               subject=("domain", domain.id),
               summary=f"{_person(context)} validated the domain {domain.name} by manual review "
-                      f"(valid until {until})",
+                      f"for private products only ({evidence.checked}; reference "
+                      f"{evidence.reference}), valid until {until}",
               data={"domain_id": domain.id, "name": domain.name, "method": domain.method,
                     "validated_until": isoformat(domain.validated_until),
-                    "validation": "manual_review", "note": note},
+                    "validation": "manual_review", "note": evidence.checked,
+                    "reference": evidence.reference},
               correlation_id=domain.id)
     resume_waiting_orders(uow, context.with_account(domain.account_id), domain.account_id)
     uow.commit()
@@ -230,12 +236,40 @@ def _account_domains(uow: UnitOfWork, account_id: str) -> list[Domain]:
 
 
 def _uncovered(uow: UnitOfWork, order: Order) -> list[str]:
-    return uncovered_names(order.names, _account_domains(uow, order.account_id), utcnow())
+    return uncovered_names(order.names, _account_domains(uow, order.account_id), utcnow(),
+                           public=order.product.publicly_trusted)
 
 
 def _missing_domains(names: list[str]) -> list[str]:
     """The base domains to submit for ``names`` (one per registrable domain)."""
     return sorted({hostnames.registrable_domain(name) for name in names})
+
+
+def uncovered_reason(uow: UnitOfWork, account_id: str, product: Product,
+                     uncovered: list[str]) -> str:
+    """Why ``uncovered`` names of an order for ``product`` lack a validation: the names
+    and the domains to validate, and, for a public product, which of them a manual
+    (private-only) validation of the account would have covered."""
+    domains = _missing_domains(uncovered)
+    reason = (f"these names are not covered by a validated domain of the account: "
+              f"{', '.join(uncovered)}; submit and validate {', '.join(domains)} first")
+    if product.publicly_trusted:
+        reviewed = covered_only_by_review(uncovered, _account_domains(uow, account_id),
+                                          utcnow())
+        if reviewed:
+            reason += (f" ({', '.join(reviewed)} {'is' if len(reviewed) == 1 else 'are'} "
+                       f"validated by manual review, which does not count for the public "
+                       f"product {product.code}: validate by dns-txt or http-file, BR "
+                       "3.2.2.4)")
+    return reason
+
+
+def domain_not_validated(uow: UnitOfWork, account_id: str, product: Product,
+                         uncovered: list[str]) -> Unprocessable:
+    """The 422 ``domain_not_validated`` for names no validation covers for ``product``."""
+    return Unprocessable(uncovered_reason(uow, account_id, product, uncovered),
+                         code="domain_not_validated", domains=_missing_domains(uncovered),
+                         names=uncovered, submit_domain_url=SUBMIT_DOMAIN_URL)
 
 
 # --- placing an order ------------------------------------------------------------------
@@ -507,8 +541,8 @@ def submit_order(uow: UnitOfWork, principal: Principal, context: Context,
                 "organization_id": order.organization_id})
         elif uncovered:
             order.record(context.actor, "approval_waiting", {
-                "reason": "not approved automatically: some names are not covered by a "
-                          "validated domain of the account",
+                "reason": "not approved automatically: "
+                          + uncovered_reason(uow, order.account_id, product, uncovered),
                 "names": uncovered, "domains": _missing_domains(uncovered)})
         else:
             _approve(uow, order, context, automatic=True, note=None)
@@ -626,12 +660,7 @@ def approve_order(uow: UnitOfWork, principal: Principal, context: Context, order
     order = _approvable(uow, principal, order_id, "approve")
     uncovered = _uncovered(uow, order)
     if uncovered:
-        domains = _missing_domains(uncovered)
-        raise Unprocessable(
-            f"these names are not covered by a validated domain of the account: "
-            f"{', '.join(uncovered)}; submit and validate {', '.join(domains)} first",
-            code="domain_not_validated", domains=domains, names=uncovered,
-            submit_domain_url=SUBMIT_DOMAIN_URL)
+        raise domain_not_validated(uow, order.account_id, order.product, uncovered)
     unvalidated = _unvalidated_organization(uow, order)
     if unvalidated is not None:
         raise unvalidated
@@ -784,10 +813,11 @@ def validation_evidence(uow: UnitOfWork, order: Order, names: list[str],
     on: what orders checks before it asks for a signature, and what the signing command
     carries for ca-signer to check again on the day it signs."""
     domains = _account_domains(uow, order.account_id)
+    public = order.product.publicly_trusted
     by_domain: dict[str, dict[str, Any]] = {}
     stale: list[str] = []
     for name in names:
-        covering = [d for d in domains if domain_covers(d, name, at)]
+        covering = [d for d in domains if domain_covers(d, name, at, public=public)]
         if not covering:
             stale.append(name)
             continue

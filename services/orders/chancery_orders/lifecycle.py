@@ -27,7 +27,6 @@ from chancery_orders import access, notices
 from chancery_orders.compliance import not_after_for
 from chancery_orders.csrs import CsrRejected, check_csr
 from chancery_orders.handlers import (
-    SUBMIT_DOMAIN_URL,
     NewOrder,
     _account_domains,
     _check_csr_names,
@@ -39,6 +38,7 @@ from chancery_orders.handlers import (
     _person,
     _Problems,
     _visible_order,
+    domain_not_validated,
     key_policy,
     send_revoke_command,
     send_sign_command,
@@ -166,14 +166,10 @@ def reissue_order(uow: UnitOfWork, principal: Principal, context: Context, order
         _check_csr_names(checked, names, problems)
     problems.raise_if_any()
     assert checked is not None
-    uncovered = uncovered_names(names, _account_domains(uow, order.account_id), now)
+    uncovered = uncovered_names(names, _account_domains(uow, order.account_id), now,
+                                public=order.product.publicly_trusted)
     if uncovered:
-        domains = _missing_domains(uncovered)
-        raise Unprocessable(
-            f"these names are not covered by a validated domain of the account: "
-            f"{', '.join(uncovered)}; submit and validate {', '.join(domains)} first",
-            code="domain_not_validated", domains=domains, names=uncovered,
-            submit_domain_url=SUBMIT_DOMAIN_URL)
+        raise domain_not_validated(uow, order.account_id, order.product, uncovered)
 
     issuance = Issuance(id=new_id(), order_id=order.id, attempt=len(order.issuances) + 1,
                         status="requested", requested_at=now, kind=REISSUE,
@@ -462,7 +458,7 @@ def _warn_plan(uow: UnitOfWork, order_id: str, now: datetime,
         return None
     reissue_at = current.not_after - reissue_before
     uncovered = uncovered_names(order.names, _account_domains(uow, order.account_id),
-                                reissue_at)
+                                reissue_at, public=order.product.publicly_trusted)
     if not uncovered:
         return None
     domains = _missing_domains(uncovered)
@@ -533,7 +529,8 @@ def _reissue_plan(uow: UnitOfWork, order_id: str, now: datetime,
             or current.not_after + PLAN_REMAINDER_WORTH_A_CERTIFICATE >= order.plan_ends_at
             or any(i.plan_renewal_of == current.id for i in order.issuances)):
         return None
-    uncovered = uncovered_names(order.names, _account_domains(uow, order.account_id), now)
+    uncovered = uncovered_names(order.names, _account_domains(uow, order.account_id), now,
+                                public=order.product.publicly_trusted)
     if uncovered:
         # The Baseline Requirements allow no issuance on a stale validation: the plan
         # waits (and says why, once per certificate) until the domains are validated.

@@ -12,6 +12,7 @@ import hashlib
 import secrets
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -67,6 +68,12 @@ class Product(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
+    @property
+    def publicly_trusted(self) -> bool:
+        """dv, ov and ev certificates chain to the public root and follow the BR; only
+        ``private`` ones do not (an unknown level counts as public: the stricter rule)."""
+        return self.validation_level != "private"
+
     def offers_term(self, term_years: int) -> bool:
         return str(term_years) in self.prices_cents
 
@@ -107,10 +114,51 @@ class User(Base):
 
 # --- domains --------------------------------------------------------------------------
 
-DOMAIN_METHODS = ("dns-txt", "http-file")
+DOMAIN_METHODS = ("dns-txt", "http-file")  # the automated methods a domain is submitted for
 DOMAIN_STATUSES = ("pending", "validated", "failed", "expired")
 CHALLENGE_LABEL = "_chancery-challenge"
 HTTP_FILE_PATH = "/.well-known/pki-validation/"
+MANUAL = "manual"  # validation by the operator's review: not a BR 3.2.2.4 method
+
+
+@dataclass(frozen=True)
+class ValidationMethod:
+    """What a validation made by one method is worth: the one place the scope is decided.
+
+    ``br_section``: the Baseline Requirements method it implements (None: not a BR method).
+    ``subdomains``: it covers names under the validated one (the validated name is then an
+    Authorization Domain Name). ``wildcards``: it covers ``*.`` names under the validated
+    one (BR 3.2.2.4: a wildcard is validated through the name without ``*.``, and only a
+    method whose text allows it may be used for one). ``public``: it counts for publicly
+    trusted products (dv, ov, ev); otherwise only for private ones.
+    """
+
+    code: str
+    title: str
+    br_section: str | None
+    subdomains: bool
+    wildcards: bool
+    public: bool
+
+
+VALIDATION_METHODS: dict[str, ValidationMethod] = {m.code: m for m in (
+    # BR 3.2.2.4.7 DNS Change: the Random Value in a TXT record of the Authorization Domain
+    # Name (or its _chancery-challenge label); the CA may issue for that FQDN and every FQDN
+    # ending with its labels, wildcards included.
+    ValidationMethod("dns-txt", "DNS Change", "3.2.2.4.7", subdomains=True, wildcards=True,
+                     public=True),
+    # BR 3.2.2.4.18 Agreed-Upon Change to Website v2: a file under
+    # /.well-known/pki-validation/ of the FQDN; "the CA MUST NOT issue Certificates for other
+    # FQDNs that end with all the labels of the validated FQDN" and "this method is NOT
+    # suitable for validating Wildcard Domain Names": the exact name only.
+    ValidationMethod("http-file", "Agreed-Upon Change to Website v2", "3.2.2.4.18",
+                     subdomains=False, wildcards=False, public=True),
+    # The operator's review of evidence the account gave (ownership records, a ticket):
+    # no BR method, so never for a publicly trusted certificate; for the private
+    # hierarchy it vouches for the domain and the names under it.
+    ValidationMethod(MANUAL, "Operator review (not a BR 3.2.2.4 method)", None,
+                     subdomains=True, wildcards=True, public=False),
+)}
 
 
 class Domain(Base):
@@ -133,7 +181,7 @@ class Domain(Base):
     validated_by_id: Mapped[str | None] = mapped_column(String(36))
     validated_by_name: Mapped[str | None] = mapped_column(String(200))
     validation_note: Mapped[str | None] = mapped_column(Text)
-    # how the current validation was made: "dns-txt", "http-file" or "manual" (coverage)
+    # how the current validation was made: a key of VALIDATION_METHODS (its scope)
     validated_with: Mapped[str | None] = mapped_column(String(20))
 
     def status_at(self, at: datetime) -> str:
@@ -153,6 +201,11 @@ class Domain(Base):
         return self.validated_until
 
     @property
+    def validation_method(self) -> ValidationMethod | None:
+        """The scope of the current validation (None: none, or an unknown method)."""
+        return VALIDATION_METHODS.get(self.validated_with or "")
+
+    @property
     def http_file_name(self) -> str:
         return f"chancery-{self.id}.txt"
 
@@ -170,24 +223,57 @@ class Domain(Base):
                 "text": f"Publish a plain-text file at {url} containing only {self.token}, "
                         "then ask for the check."}
 
-    def validate_manually(self, by: Actor, note: str | None, at: datetime) -> None:
-        """CA staff looked at the evidence and vouch for it (BR 3.2.2.4 by a person)."""
+    def validate_manually(self, by: Actor, evidence: ManualEvidence,
+                          at: datetime) -> DomainValidationAttempt:
+        """CA staff reviewed the evidence ``evidence`` describes and vouch for the domain:
+        a validation for private products only (``VALIDATION_METHODS["manual"]``), kept as
+        an attempt. Refused while a validation is current: it would replace a BR-method
+        validation (which already covers private products) or one made with other
+        evidence. The token is left alone: it belongs to the BR methods, so the account
+        can still validate for public products with the record it published."""
+        if self.status_at(at) == "validated":
+            method = self.validation_method
+            raise Conflict(f"the domain {self.name} is already validated (by "
+                           f"{self.validated_with}, until {isoformat(self.validated_until)})"
+                           + ("; a BR-method validation covers private products too"
+                              if method is not None and method.public else ""),
+                           code="invalid_domain_state", domain_status="validated",
+                           validated_with=self.validated_with)
         self.status = "validated"
         self.validated_at = at
         self.validated_until = reusable_until(at)
         self.validated_by_id = by.user_id
         self.validated_by_name = by.user_name
-        self.validation_note = note
-        self.validated_with = "manual"
-        self.spend_token()
+        self.validation_note = evidence.checked
+        self.validated_with = MANUAL
+        return DomainValidationAttempt(
+            id=new_id(), domain_id=self.id, method=MANUAL, token="",
+            queried=evidence.reference[:2000],
+            vantage=f"manual review by {by.user_name or by.user_id or 'the operator'}"[:300],
+            answer=evidence.checked, outcome="validated (manual review: private products "
+                                             "only)",
+            validated=True, trigger="manual_review", requested_by_id=by.user_id,
+            requested_by_name=by.user_name, checked=evidence.checked,
+            reference=evidence.reference, document_sha256=evidence.document_sha256,
+            created_at=at)
 
     def spend_token(self) -> None:
         """Tokens are single use (BR 3.2.2.4): once a validation is made, the next one
         (a re-check before expiry, or after) needs a fresh value."""
         self.token = new_token()
 
-    def covers(self, name: str, at: datetime) -> bool:
-        return domain_covers(self, name, at)
+    def covers(self, name: str, at: datetime, *, public: bool) -> bool:
+        return domain_covers(self, name, at, public=public)
+
+
+@dataclass(frozen=True)
+class ManualEvidence:
+    """What a person checked, and where the proof is: required for every validation by
+    review (domains for private products, organizations for OV)."""
+
+    checked: str  # what was checked, in words ("WHOIS registrant matches; called ...")
+    reference: str  # a URL, a ticket number or a document reference
+    document_sha256: str | None = None  # the SHA-256 of the document kept elsewhere
 
 
 def new_token() -> str:
@@ -195,21 +281,29 @@ def new_token() -> str:
     return secrets.token_urlsafe(24)
 
 
-def domain_covers(domain: Domain, name: str, at: datetime) -> bool:
-    """The coverage rule: a domain validated (and not expired) at ``at`` by ``dns-txt`` or
-    by the operator covers its own name, every name under it and wildcards under it; one
-    validated by ``http-file`` covers only its exact name (BR 3.2.2.4.18: no wildcards, no
-    subdomains); any other domain covers nothing."""
-    if domain.status_at(at) != "validated":
+def domain_covers(domain: Domain, name: str, at: datetime, *, public: bool) -> bool:
+    """The coverage rule, from :data:`VALIDATION_METHODS`: a domain validated (and not
+    expired) at ``at`` covers its exact name; names under it if its method covers
+    subdomains; ``*.`` names under it if its method covers wildcards. For a publicly
+    trusted product (``public``) only a BR method's validation counts. A domain without a
+    known method covers nothing."""
+    method = domain.validation_method
+    if domain.status_at(at) != "validated" or method is None:
         return False
-    if domain.validated_with == "http-file":
-        return name == domain.name
+    if public and not method.public:
+        return False
+    wildcard = hostnames.is_wildcard(name)
+    if wildcard and not method.wildcards:
+        return False
     host = hostnames.base_of(name)
-    return host == domain.name or host.endswith("." + domain.name)
+    if host == domain.name:
+        return True
+    return method.subdomains and host.endswith("." + domain.name)
 
 
 class DomainValidationAttempt(Base):
-    """Evidence: one validation attempt, what was asked, from where, what came back."""
+    """Evidence: one validation attempt, what was asked, from where, what came back; for
+    a manual review, who checked what and where the proof is."""
 
     __tablename__ = "domain_validation_attempts"
     __table_args__ = (Index("ix_domain_validation_attempts_domain", "domain_id",
@@ -217,21 +311,41 @@ class DomainValidationAttempt(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     domain_id: Mapped[str] = mapped_column(ForeignKey("domains.id"))
     method: Mapped[str] = mapped_column(String(20))
-    token: Mapped[str] = mapped_column(String(100))  # the value looked for
-    queried: Mapped[str] = mapped_column(String(2000))  # DNS names or URLs, in order
+    token: Mapped[str] = mapped_column(String(100))  # the value looked for ("" for manual)
+    queried: Mapped[str] = mapped_column(String(2000))  # DNS names, URLs; manual: reference
     vantage: Mapped[str] = mapped_column(String(300))  # resolver / connect address, host
     answer: Mapped[str] = mapped_column(Text)  # what came back, truncated
     outcome: Mapped[str] = mapped_column(String(1000))  # "validated" or "failed: why"
     validated: Mapped[bool] = mapped_column(Boolean)
-    trigger: Mapped[str] = mapped_column(String(20))  # "on_demand" or "scheduled"
+    trigger: Mapped[str] = mapped_column(String(20))  # on_demand, scheduled, manual_review
     requested_by_name: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # a manual review's evidence (null for the automated methods)
+    requested_by_id: Mapped[str | None] = mapped_column(String(36))
+    checked: Mapped[str | None] = mapped_column(Text)
+    reference: Mapped[str | None] = mapped_column(String(500))
+    document_sha256: Mapped[str | None] = mapped_column(String(64))
+    # written by the migration from a validation made before evidence was kept
+    migrated: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
 
 
-def uncovered_names(names: Iterable[str], domains: Iterable[Domain], at: datetime) -> list[str]:
-    """The names no domain in ``domains`` covers at ``at`` (in the order given)."""
+def uncovered_names(names: Iterable[str], domains: Iterable[Domain], at: datetime, *,
+                    public: bool) -> list[str]:
+    """The names no domain in ``domains`` covers at ``at`` (in the order given), for a
+    publicly trusted product (``public``) or a private one."""
     domains = list(domains)
-    return [name for name in names if not any(domain_covers(d, name, at) for d in domains)]
+    return [name for name in names
+            if not any(domain_covers(d, name, at, public=public) for d in domains)]
+
+
+def covered_only_by_review(names: Iterable[str], domains: Iterable[Domain],
+                           at: datetime) -> list[str]:
+    """Of ``names``, those only a manual (private-only) validation covers: what to tell a
+    public order whose names are "validated" in the account but not by a BR method."""
+    domains = list(domains)
+    return [name for name in names
+            if any(domain_covers(d, name, at, public=False) for d in domains)
+            and not any(domain_covers(d, name, at, public=True) for d in domains)]
 
 
 # --- orders ---------------------------------------------------------------------------

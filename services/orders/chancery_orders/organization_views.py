@@ -14,7 +14,7 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from chancery_orders import organizations
-from chancery_orders.schemas import Person, Rfc3339
+from chancery_orders.schemas import EvidenceSchema, Person, Rfc3339
 
 api = Blueprint("organizations", __name__, url_prefix="/api/orders/v1",
                 description="Organizations named in OV and EV certificates")
@@ -39,10 +39,41 @@ class OrganizationListArgs(PageArgs):
     status = fields.String(validate=validate.OneOf(organizations.STATUSES))
 
 
-class OrganizationApprovalSchema(Schema):
-    note = fields.String(validate=validate.Length(max=2000), load_default=None,
-                         allow_none=True,
-                         metadata={"description": "which official records were checked"})
+class OrganizationApprovalSchema(EvidenceSchema):
+    """The operator's validation of an organization, with its evidence (BR 3.2.2.1)."""
+
+    source = fields.String(required=True, validate=validate.OneOf(organizations.SOURCES),
+                           metadata={"description": "where identity and address were "
+                                                    "verified (BR 3.2.2.1): "
+                                     + "; ".join(f"{key}: {text}" for key, text
+                                                 in organizations.SOURCES.items())})
+
+
+class OrganizationAttemptSchema(Schema):
+    """Evidence of one validation of an organization."""
+
+    id = fields.String()
+    source = fields.String(metadata={"description": "BR 3.2.2.1 source (empty when "
+                                                    "migrated)"})
+    checked = fields.String(metadata={"description": "what was checked"})
+    reference = fields.String(metadata={"description": "where the proof is (URL, ticket, "
+                                                       "document)"})
+    document_sha256 = fields.String(allow_none=True)
+    validated = fields.Boolean()
+    validated_until = Rfc3339(allow_none=True)
+    checked_by = fields.Method("_checked_by")
+    migrated = fields.Boolean(metadata={
+        "description": "true: written from a validation made before evidence was kept "
+                       "(no structured evidence)"})
+    checked_at = Rfc3339(attribute="created_at")
+
+    def _checked_by(self, attempt: Any) -> dict[str, Any]:
+        return Person().dump({"id": attempt.checked_by_id, "name": attempt.checked_by_name})
+
+
+class OrganizationAttemptPage(Schema):
+    items = fields.List(fields.Nested(OrganizationAttemptSchema))
+    next_cursor = fields.String(allow_none=True)
 
 
 class OrganizationSchema(Schema):
@@ -126,8 +157,22 @@ def get_organization(organization_id: str) -> Any:
 @api.arguments(OrganizationApprovalSchema)
 @api.response(200, OrganizationSchema)
 def approve_organization(body: dict[str, Any], organization_id: str) -> Any:
-    """Validation by the CA's staff (platform operator) for the reuse period."""
+    """Validation by the CA's staff (platform operator) for the reuse period, with its
+    evidence: the BR 3.2.2.1 ``source``, what was ``checked``, a ``reference`` to the proof
+    (optionally its ``document_sha256``), kept as an attempt
+    (``GET /organizations/{id}/attempts``). 409 while the organization is validated."""
     principal = require(Permission.VALIDATE_ORGANIZATIONS)
     with _uow() as uow:
-        return organizations.approve_organization(uow, principal, request_context(principal),
-                                                  organization_id, body.get("note"))
+        return organizations.approve_organization(
+            uow, principal, request_context(principal), organization_id, body["source"],
+            OrganizationApprovalSchema().evidence(body))
+
+
+@api.route("/organizations/<organization_id>/attempts")
+@api.response(200, OrganizationAttemptPage)
+def list_organization_attempts(organization_id: str) -> dict[str, Any]:
+    """The evidence: the organization's last 20 validations, newest first."""
+    principal = require(Permission.READ_ORGANIZATIONS)
+    with _uow() as uow:
+        return {"items": organizations.list_attempts(uow, principal, organization_id),
+                "next_cursor": None}

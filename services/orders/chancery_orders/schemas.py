@@ -14,6 +14,7 @@ from chancery_orders.model import (
     DOMAIN_STATUSES,
     REVOCATION_REASONS,
     SERVER_TYPES,
+    ManualEvidence,
 )
 
 MAX_NAMES_IN_REQUEST = 500
@@ -68,10 +69,48 @@ class DomainListArgs(PageArgs):
                          metadata={"description": "part of the domain name"})
 
 
-class DomainApprovalSchema(Schema):
-    note = fields.String(validate=validate.Length(max=2000), load_default=None,
-                         allow_none=True,
-                         metadata={"description": "what the reviewer checked"})
+_SOME_TEXT = validate.Regexp(r"[\s\S]*\S", error="must not be blank")
+
+
+class EvidenceSchema(Schema):
+    """What a person checked and where the proof is (every validation by review)."""
+
+    checked = fields.String(required=True, validate=[validate.Length(min=1, max=2000),
+                                                     _SOME_TEXT], metadata={
+        "description": "what was checked, in words (e.g. \"WHOIS registrant is the "
+                       "account's company; confirmed by phone with the registrant\")"})
+    reference = fields.String(required=True, validate=[validate.Length(min=1, max=500),
+                                                       _SOME_TEXT], metadata={
+        "description": "where the proof is kept: a URL, a ticket number or a document "
+                       "reference"})
+    document_sha256 = fields.String(load_default=None, allow_none=True, validate=validate.Regexp(
+        r"^[0-9a-fA-F]{64}$", error="must be a SHA-256 digest: 64 hexadecimal characters"),
+        metadata={"description": "optional: the SHA-256 of the document the reference "
+                                 "names, so the record proves which bytes were reviewed"})
+
+    def evidence(self, body: dict[str, Any]) -> ManualEvidence:
+        digest = body.get("document_sha256")
+        return ManualEvidence(checked=body["checked"].strip(),
+                              reference=body["reference"].strip(),
+                              document_sha256=digest.lower() if digest else None)
+
+
+class DomainApprovalSchema(EvidenceSchema):
+    """A manual validation: for private products only (never public: BR 3.2.2.4)."""
+
+
+class ValidationScopeSchema(Schema):
+    """What the domain's current validation covers (model.VALIDATION_METHODS)."""
+
+    method = fields.String(attribute="code")
+    title = fields.String()
+    br_section = fields.String(allow_none=True, metadata={
+        "description": "the BR 3.2.2.4 method; null for a manual review"})
+    subdomains = fields.Boolean(metadata={"description": "covers names under the domain"})
+    wildcards = fields.Boolean(metadata={"description": "covers *. names under the domain"})
+    public = fields.Boolean(metadata={
+        "description": "counts for publicly trusted products (dv, ov, ev); false: private "
+                       "products only"})
 
 
 class DomainSchema(Schema):
@@ -95,6 +134,9 @@ class DomainSchema(Schema):
     validation_note = fields.String(allow_none=True)
     validated_with = fields.String(allow_none=True, metadata={
         "description": "dns-txt, http-file or manual: decides which names it covers"})
+    coverage = fields.Nested(ValidationScopeSchema, attribute="validation_method",
+                             allow_none=True, metadata={
+        "description": "what the current validation covers (null before one)"})
     created_at = Rfc3339()
 
     def _validated_by(self, domain: Any) -> dict[str, Any] | None:
@@ -120,9 +162,24 @@ class ValidationAttemptSchema(Schema):
     answer = fields.String(metadata={"description": "what came back (at most 4 KiB)"})
     outcome = fields.String(metadata={"description": "validated, or failed: the reason"})
     validated = fields.Boolean()
-    trigger = fields.String(metadata={"description": "on_demand or scheduled"})
+    trigger = fields.String(metadata={"description": "on_demand, scheduled or "
+                                                     "manual_review"})
     requested_by_name = fields.String(allow_none=True)
+    requested_by = fields.Method("_requested_by", metadata={
+        "description": "who asked for the check or made the review"})
+    checked = fields.String(allow_none=True, metadata={
+        "description": "manual review: what was checked"})
+    reference = fields.String(allow_none=True, metadata={
+        "description": "manual review: where the proof is (URL, ticket, document)"})
+    document_sha256 = fields.String(allow_none=True, metadata={
+        "description": "manual review: the SHA-256 of the reviewed document, if given"})
+    migrated = fields.Boolean(metadata={
+        "description": "true: written from a validation made before evidence was kept "
+                       "(no structured evidence)"})
     attempted_at = Rfc3339(attribute="created_at")
+
+    def _requested_by(self, attempt: Any) -> dict[str, Any]:
+        return {"id": attempt.requested_by_id, "name": attempt.requested_by_name}
 
 
 class DomainCheckSchema(DomainSchema):

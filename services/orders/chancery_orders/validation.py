@@ -386,7 +386,8 @@ def record_attempt(uow: UnitOfWork, domain_id: str, method: str, token: str, fin
         queried=finding.queried[:2000], vantage=finding.vantage[:300],
         answer=_truncate(finding.answer), outcome=finding.outcome[:1000],
         validated=finding.validated, trigger=trigger,
-        requested_by_name=context.actor.user_name, created_at=now)
+        requested_by_id=context.actor.user_id, requested_by_name=context.actor.user_name,
+        created_at=now)
     uow.session.add(attempt)
     who = context.actor.user_name or "The scheduled re-check"
     context = context.with_account(domain.account_id)

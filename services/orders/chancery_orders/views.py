@@ -76,11 +76,15 @@ def get_domain(domain_id: str) -> Any:
 @api.arguments(schemas.DomainApprovalSchema)
 @api.response(200, schemas.DomainSchema)
 def approve_domain(body: dict[str, Any], domain_id: str) -> Any:
-    """Manual validation by the CA's staff (platform operator), with a note."""
+    """Manual validation by the CA's staff (platform operator), with its evidence: what
+    was checked and where the proof is (``checked``, ``reference``, optionally
+    ``document_sha256``), kept as an attempt (``GET /domains/{id}/attempts``). It counts
+    for private products only: public ones (dv, ov, ev) need a BR 3.2.2.4 method (dns-txt,
+    http-file). 409 while the domain is validated."""
     principal = require(Permission.VALIDATE_DOMAINS)
     with _uow() as uow:
         return handlers.approve_domain(uow, principal, request_context(principal), domain_id,
-                                       body.get("note"))
+                                       schemas.DomainApprovalSchema().evidence(body))
 
 
 # --- orders ----------------------------------------------------------------------------

@@ -4,15 +4,26 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
+import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import dns.flags
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
 import pytest
 from chancery_orders.service import QUEUE, OrdersService
+from chancery_orders.validation import DomainValidation, ValidationSettings
 from chancery_shared.messaging.envelope import Actor, Context, Envelope, new_envelope
 from chancery_shared.testing import TokenFactory, make_runtime
 from cryptography import x509
@@ -69,6 +80,97 @@ def self_signed(ec_key: ec.EllipticCurvePrivateKey) -> tuple[str, str]:
     return make("www.example.com"), make("Test Issuing CA")
 
 
+# --- a tiny authoritative-ish DNS server on loopback -----------------------------------
+
+
+class FakeDns:
+    """Answers from ``records``: name -> ("txt", [strings or [parts]]), ("cname", target),
+    ("servfail",), ("silent",), ("garbage",); unknown names are NXDOMAIN."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, tuple[Any, ...]] = {}
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.socket.bind(("127.0.0.1", 0))
+        self.port = self.socket.getsockname()[1]
+        self.stopped = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while not self.stopped:
+            try:
+                data, peer = self.socket.recvfrom(4096)
+            except OSError:
+                return
+            if self.stopped:  # close()'s wake-up call
+                return
+            try:
+                reply = self._answer(data)
+            except Exception:  # noqa: BLE001 - a test server ignores what it cannot parse
+                continue
+            if reply is not None:
+                self.socket.sendto(reply, peer)
+
+    def _answer(self, data: bytes) -> bytes | None:
+        query = dns.message.from_wire(data)
+        question = query.question[0]
+        response = dns.message.make_response(query)
+        response.flags |= dns.flags.AA
+        name = question.name.to_text(omit_final_dot=True).lower()
+        record = self.records.get(name)
+        if record is None:
+            response.set_rcode(dns.rcode.NXDOMAIN)
+        elif record[0] == "silent":
+            return None
+        elif record[0] == "garbage":
+            return data[:2] + b"\x81\x80garbage that is no DNS message"
+        elif record[0] == "servfail":
+            response.set_rcode(dns.rcode.SERVFAIL)
+        else:
+            self._add(response, question.name, record, depth=0)
+        return response.to_wire(max_size=65000)
+
+    def _add(self, response: dns.message.Message, owner: dns.name.Name,
+             record: tuple[Any, ...], depth: int) -> None:
+        if record[0] == "cname":
+            target = dns.name.from_text(record[1])
+            response.answer.append(dns.rrset.from_text(owner, 60, "IN", "CNAME",
+                                                       target.to_text()))
+            follow = self.records.get(record[1].lower().rstrip("."))
+            if follow and follow[0] in ("txt", "cname") and depth < 8:
+                self._add(response, target, follow, depth + 1)
+        elif record[0] == "txt":
+            rdatas = []
+            for value in record[1]:
+                parts = value if isinstance(value, list) else [value]
+                rdatas.append(dns.rdata.from_text(
+                    dns.rdataclass.IN, dns.rdatatype.TXT,
+                    " ".join(f'"{part}"' for part in parts)))
+            response.answer.append(dns.rrset.from_rdata_list(owner, 60, rdatas))
+
+    def close(self) -> None:
+        """Stop the server thread, then close its socket: closing it under the thread
+        would fail the thread's next ``sendto``."""
+        self.stopped = True
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as waker:
+            waker.sendto(b"", ("127.0.0.1", self.port))
+        self.thread.join(5)
+        self.socket.close()
+
+
+
+@pytest.fixture(scope="session")
+def harness_dns() -> Iterator[FakeDns]:
+    """The DNS server ``Harness.validate_domain`` publishes its TXT records on."""
+    server = FakeDns()
+    yield server
+    server.close()
+
+
+REVIEW = {"checked": "WHOIS registrant is the account's company; confirmed by phone with "
+                     "the registrant", "reference": "https://tickets.example.net/T-1001"}
+
+
 @dataclass
 class Harness:
     """The orders service under test, and ways to drive it as people and as other services."""
@@ -76,6 +178,7 @@ class Harness:
     service: OrdersService
     client: Any
     tokens: TokenFactory
+    dns: FakeDns
 
     def headers(self, role: str, *, account_id: str | None = ACCOUNT, user_id: str | None = None,
                 name: str | None = None, units: tuple[str, ...] = ()) -> dict[str, str]:
@@ -116,17 +219,42 @@ class Harness:
         self.deliver("identity.unit.created", {"unit_id": unit_id, "name": name},
                      account_id=account_id, source="identity")
 
-    def validate_domain(self, name: str, account_id: str = ACCOUNT) -> dict[str, Any]:
-        """Submit ``name`` as an admin of the account and approve it as the operator."""
+    def validate_domain(self, name: str, account_id: str = ACCOUNT, *,
+                        method: str = "dns-txt") -> dict[str, Any]:
+        """Submit ``name`` as an admin of the account and validate it: by ``dns-txt`` (the
+        record published on the loopback DNS server, then checked: a BR method, good for
+        every product) or by the operator's ``manual`` review (private products only)."""
         submitted = self.client.post("/api/orders/v1/domains",
                                      json={"name": name, "method": "dns-txt"},
                                      headers=self.headers("admin", account_id=account_id))
         assert submitted.status_code == 201, submitted.json
-        approved = self.client.post(f"/api/orders/v1/domains/{submitted.json['id']}/approve",
-                                    json={"note": "checked by phone"},
-                                    headers=self.headers("operator", account_id=None))
-        assert approved.status_code == 200, approved.json
-        return approved.json
+        domain = submitted.json
+        if method == "manual":
+            approved = self.client.post(f"/api/orders/v1/domains/{domain['id']}/approve",
+                                        json=REVIEW,
+                                        headers=self.headers("operator", account_id=None))
+            assert approved.status_code == 200, approved.json
+            return approved.json
+        assert method == "dns-txt", method
+        return self.check_by_dns(domain, account_id)
+
+    def check_by_dns(self, domain: dict[str, Any], account_id: str = ACCOUNT) -> dict[str, Any]:
+        """Publish ``domain``'s current token on the loopback DNS server and ask for the
+        check (a first validation, or a new one after the token was spent)."""
+        self.dns.records[f"_chancery-challenge.{domain['name']}"] = ("txt",
+                                                                     [domain["token"]])
+        configured = self.service.domain_validation
+        self.service.domain_validation = DomainValidation(ValidationSettings(
+            dns_resolver="127.0.0.1", dns_port=self.dns.port, dns_timeout_seconds=2.0,
+            vantage="test-runner"))
+        try:
+            checked = self.client.post(f"/api/orders/v1/domains/{domain['id']}/check",
+                                       headers=self.headers("admin", account_id=account_id))
+        finally:
+            self.service.domain_validation = configured
+        assert checked.status_code == 200, checked.json
+        assert checked.json["status"] == "validated", checked.json["last_attempt"]
+        return checked.json
 
     def organization(self, account_id: str = ACCOUNT, *, validate: bool = True,
                      name: str = "Example Holdings LLC") -> dict[str, Any]:
@@ -140,7 +268,9 @@ class Harness:
             return submitted.json
         approved = self.client.post(
             f"/api/orders/v1/organizations/{submitted.json['id']}/approve",
-            json={"note": "checked the state registry"},
+            json={"source": "government_agency", "checked": "California Secretary of "
+                  "State business search: active, name and address match",
+                  "reference": "https://tickets.example.net/T-2002"},
             headers=self.headers("operator", account_id=None))
         assert approved.status_code == 200, approved.json
         return approved.json
@@ -156,27 +286,28 @@ def migrated_database(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder / "orders.db"
 
 
-def _harness(folder: Path, migrated_database: Path) -> Harness:
+def _harness(folder: Path, migrated_database: Path, dns: FakeDns) -> Harness:
     tokens = TokenFactory()
     shutil.copyfile(migrated_database, folder / "orders.db")
     # CAA is checked against a DNS server on loopback in test_caa.py; elsewhere it is off
     service = OrdersService(make_runtime(folder, tokens, CHANCERY_CAA_CHECK="false"))
-    return Harness(service=service, client=service.create_app().test_client(), tokens=tokens)
+    return Harness(service=service, client=service.create_app().test_client(), tokens=tokens,
+                   dns=dns)
 
 
 @pytest.fixture
-def harness(tmp_path: Path, migrated_database: Path) -> Harness:
+def harness(tmp_path: Path, migrated_database: Path, harness_dns: FakeDns) -> Harness:
     """A fresh service and database for one test."""
-    harness = _harness(tmp_path, migrated_database)
+    harness = _harness(tmp_path, migrated_database, harness_dns)
     yield harness
     harness.service.dispose()
 
 
 @pytest.fixture(scope="module")
-def shared_harness(tmp_path_factory: pytest.TempPathFactory,
-                   migrated_database: Path) -> Harness:
+def shared_harness(tmp_path_factory: pytest.TempPathFactory, migrated_database: Path,
+                   harness_dns: FakeDns) -> Harness:
     """One service for a module's refusal tables: each case asserts it wrote nothing."""
-    harness = _harness(tmp_path_factory.mktemp("shared"), migrated_database)
+    harness = _harness(tmp_path_factory.mktemp("shared"), migrated_database, harness_dns)
     yield harness
     harness.service.dispose()
 

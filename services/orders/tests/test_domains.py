@@ -10,7 +10,7 @@ from chancery_orders.model import Domain
 from chancery_shared.messaging.envelope import utcnow
 from sqlalchemy import update
 
-from .conftest import ACCOUNT, OTHER_ACCOUNT
+from .conftest import ACCOUNT, OTHER_ACCOUNT, REVIEW
 
 DOMAINS = "/api/orders/v1/domains"
 
@@ -98,13 +98,14 @@ def test_another_accounts_domain_is_not_found(harness):
     assert mine.json["name"] == "example.com"
 
 
-def test_the_operator_validates_a_domain_for_the_reuse_period(harness):
+def test_the_operator_validates_a_domain_for_private_products_for_the_reuse_period(harness):
     domain = submit(harness, "example.com").json
     operator = harness.headers("operator", account_id=None, name="Olga Operator")
 
     before = utcnow()
     answer = harness.client.post(f"{DOMAINS}/{domain['id']}/approve",
-                                 json={"note": "called the registrant"}, headers=operator)
+                                 json={"checked": "  called the registrant  ",
+                                       "reference": "ticket T-77"}, headers=operator)
 
     assert answer.status_code == 200
     assert answer.json["status"] == "validated"
@@ -113,17 +114,23 @@ def test_the_operator_validates_a_domain_for_the_reuse_period(harness):
     assert reusable_until(before) <= until <= reusable_until(utcnow())
     assert answer.json["validated_by"]["name"] == "Olga Operator"
     assert answer.json["validation_note"] == "called the registrant"
+    assert answer.json["validated_with"] == "manual"
+    assert answer.json["coverage"] == {
+        "method": "manual", "title": "Operator review (not a BR 3.2.2.4 method)",
+        "br_section": None, "subdomains": True, "wildcards": True, "public": False}
     [event] = harness.outbox("orders.domain.validated")
     assert event["account_id"] == ACCOUNT  # the customer's, not the operator's (none)
     assert event["actor"]["user_name"] == "Olga Operator"
     assert event["data"]["validated_until"] == answer.json["validated_until"]
-    assert event["summary"].startswith("Olga Operator validated the domain example.com")
+    assert event["data"]["reference"] == "ticket T-77"
+    assert event["summary"].startswith("Olga Operator validated the domain example.com by "
+                                       "manual review for private products only")
 
 
 @pytest.mark.parametrize("role", ["admin", "unit_admin", "limited"])
 def test_account_users_cannot_validate_their_own_domains(harness, role):
     domain = submit(harness, "example.com").json
-    answer = harness.client.post(f"{DOMAINS}/{domain['id']}/approve", json={},
+    answer = harness.client.post(f"{DOMAINS}/{domain['id']}/approve", json=REVIEW,
                                  headers=harness.headers(role))
     assert answer.status_code == 403
     assert answer.json["missing_permission"] == "validate_domains"
@@ -131,7 +138,7 @@ def test_account_users_cannot_validate_their_own_domains(harness, role):
 
 
 def test_validating_an_unknown_domain_is_not_found(harness):
-    answer = harness.client.post(f"{DOMAINS}/no-such-id/approve", json={},
+    answer = harness.client.post(f"{DOMAINS}/no-such-id/approve", json=REVIEW,
                                  headers=harness.headers("operator", account_id=None))
     assert answer.status_code == 404
 
@@ -141,7 +148,7 @@ def test_the_operator_finds_pending_domains_of_every_account(harness):
     submit(harness, "shop.example.net", account_id=OTHER_ACCOUNT)
     validated = submit(harness, "done.example.org").json
     operator = harness.headers("operator", account_id=None)
-    harness.client.post(f"{DOMAINS}/{validated['id']}/approve", json={}, headers=operator)
+    harness.client.post(f"{DOMAINS}/{validated['id']}/approve", json=REVIEW, headers=operator)
 
     pending = harness.client.get(f"{DOMAINS}?status=pending", headers=operator).json["items"]
     assert sorted((d["name"], d["account_id"]) for d in pending) == [

@@ -113,10 +113,11 @@ def test_p521_is_not_offered_by_default(harness, order_body, curve, accepted):
     assert "P-521 is not allowed; use P-256, P-384" in answer.json["errors"]["csr"][0]
 
 
-def test_the_curves_on_offer_are_configurable(tmp_path, migrated_database, order_body):
+def test_the_curves_on_offer_are_configurable(tmp_path, migrated_database, harness_dns,
+                                              order_body):
     from .conftest import _harness
 
-    harness = _harness(tmp_path, migrated_database)
+    harness = _harness(tmp_path, migrated_database, harness_dns)
     harness.service.platform = dataclasses.replace(harness.service.platform,
                                                    subscriber_curves=("P-256", "P-521"))
     key = ec.generate_private_key(ec.SECP521R1())

@@ -27,7 +27,7 @@ from .lifecycle_support import (
 
 
 @pytest.fixture
-def pg_harness(request, tmp_path):
+def pg_harness(request, tmp_path, harness_dns):
     env = request.getfixturevalue("infrastructure")
     url = env["CHANCERY_ORDERS_DATABASE_URL"]
     engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
@@ -42,7 +42,8 @@ def pg_harness(request, tmp_path):
     service = OrdersService(make_runtime(tmp_path, tokens, CHANCERY_ORDERS_DATABASE_URL=url,
                                           CHANCERY_CAA_CHECK="false"))
     service.migrate()
-    yield Harness(service=service, client=service.create_app().test_client(), tokens=tokens)
+    yield Harness(service=service, client=service.create_app().test_client(), tokens=tokens,
+                  dns=harness_dns)
     service.dispose()
     wipe()
     engine.dispose()

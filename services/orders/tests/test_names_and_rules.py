@@ -56,7 +56,8 @@ NOW = datetime(2026, 11, 26, tzinfo=UTC)
 
 
 def _domain(name: str, status: str = "validated", until: datetime | None = None) -> Domain:
-    return Domain(name=name, status=status,
+    """A domain validated by DNS change (BR 3.2.2.4.7): the broadest public scope."""
+    return Domain(name=name, status=status, validated_with="dns-txt",
                   validated_until=until if until is not None else NOW + timedelta(days=10))
 
 
@@ -77,13 +78,14 @@ def _domain(name: str, status: str = "validated", until: datetime | None = None)
 ])
 def test_a_validated_domain_covers_itself_and_everything_under_it_until_it_expires(
         domain, name, covered):
-    assert domain_covers(domain, name, NOW) is covered
+    assert domain_covers(domain, name, NOW, public=True) is covered
+    assert domain_covers(domain, name, NOW, public=False) is covered
 
 
 def test_uncovered_names_keeps_the_order_given():
     domains = [_domain("example.com"), _domain("other.org", status="pending")]
-    assert uncovered_names(["x.other.org", "www.example.com", "a.net"], domains, NOW) == [
-        "x.other.org", "a.net"]
+    assert uncovered_names(["x.other.org", "www.example.com", "a.net"], domains, NOW,
+                           public=True) == ["x.other.org", "a.net"]
 
 
 US = timedelta(microseconds=1)

@@ -166,6 +166,25 @@ def test_a_plan_waits_while_its_domains_need_validating_again(harness, plan):
     assert harness.service.run_lifecycle(due + timedelta(hours=2)).reissued == [plan["id"]]
 
 
+def test_a_public_plan_waits_when_only_a_manual_review_covers_its_names(harness, plan):
+    """As after the migration: a domain reviewed by the operator counts for private
+    products only, so a DV plan's next certificate waits for a BR-method validation."""
+    from chancery_orders.model import Domain
+
+    due = current_expiry(harness, plan["id"]) - LEAD + timedelta(hours=1)
+    with harness.service.uow() as uow:
+        uow.session.execute(update(Domain).values(validated_with="manual"))
+        uow.commit()
+
+    assert harness.service.run_lifecycle(due).waiting == [plan["id"]]
+    assert len(sign_commands(harness, plan["id"])) == 1
+
+    with harness.service.uow() as uow:
+        uow.session.execute(update(Domain).values(validated_with="dns-txt"))
+        uow.commit()
+    assert harness.service.run_lifecycle(due + timedelta(hours=1)).reissued == [plan["id"]]
+
+
 def test_a_reissue_in_progress_holds_the_plan_back_and_the_expiry(harness, plan, csr):
     call(harness, "POST", f"{ORDERS}/{plan['id']}/reissue", "admin", {"csr": csr})
     expiry = current_expiry(harness, plan["id"])

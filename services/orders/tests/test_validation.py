@@ -3,7 +3,6 @@ loopback: outcomes, evidence, single-use tokens, coverage, expiry and re-checks.
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -12,17 +11,15 @@ from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import dns.flags
-import dns.message
-import dns.name
-import dns.rcode
-import dns.rdata
-import dns.rdataclass
-import dns.rdatatype
-import dns.rrset
 import pytest
 from chancery_orders.compliance import reusable_until
-from chancery_orders.model import Domain, domain_covers
+from chancery_orders.model import (
+    VALIDATION_METHODS,
+    Domain,
+    covered_only_by_review,
+    domain_covers,
+    uncovered_names,
+)
 from chancery_orders.validation import (
     MAX_HTTP_BYTES,
     DnsTxtChecker,
@@ -32,88 +29,10 @@ from chancery_orders.validation import (
 )
 from chancery_shared.messaging.envelope import utcnow
 
-from .conftest import ACCOUNT, OTHER_ACCOUNT
+from .conftest import ACCOUNT, OTHER_ACCOUNT, REVIEW, FakeDns
 
 DOMAINS = "/api/orders/v1/domains"
 DNS_TIMEOUT = 0.5
-
-# --- a tiny authoritative-ish DNS server on loopback -----------------------------------
-
-
-class FakeDns:
-    """Answers from ``records``: name -> ("txt", [strings or [parts]]), ("cname", target),
-    ("servfail",), ("silent",), ("garbage",); unknown names are NXDOMAIN."""
-
-    def __init__(self) -> None:
-        self.records: dict[str, tuple[Any, ...]] = {}
-        self.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.socket.bind(("127.0.0.1", 0))
-        self.port = self.socket.getsockname()[1]
-        self.stopped = False
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        while not self.stopped:
-            try:
-                data, peer = self.socket.recvfrom(4096)
-            except OSError:
-                return
-            if self.stopped:  # close()'s wake-up call
-                return
-            try:
-                reply = self._answer(data)
-            except Exception:  # noqa: BLE001 - a test server ignores what it cannot parse
-                continue
-            if reply is not None:
-                self.socket.sendto(reply, peer)
-
-    def _answer(self, data: bytes) -> bytes | None:
-        query = dns.message.from_wire(data)
-        question = query.question[0]
-        response = dns.message.make_response(query)
-        response.flags |= dns.flags.AA
-        name = question.name.to_text(omit_final_dot=True).lower()
-        record = self.records.get(name)
-        if record is None:
-            response.set_rcode(dns.rcode.NXDOMAIN)
-        elif record[0] == "silent":
-            return None
-        elif record[0] == "garbage":
-            return data[:2] + b"\x81\x80garbage that is no DNS message"
-        elif record[0] == "servfail":
-            response.set_rcode(dns.rcode.SERVFAIL)
-        else:
-            self._add(response, question.name, record, depth=0)
-        return response.to_wire(max_size=65000)
-
-    def _add(self, response: dns.message.Message, owner: dns.name.Name,
-             record: tuple[Any, ...], depth: int) -> None:
-        if record[0] == "cname":
-            target = dns.name.from_text(record[1])
-            response.answer.append(dns.rrset.from_text(owner, 60, "IN", "CNAME",
-                                                       target.to_text()))
-            follow = self.records.get(record[1].lower().rstrip("."))
-            if follow and follow[0] in ("txt", "cname") and depth < 8:
-                self._add(response, target, follow, depth + 1)
-        elif record[0] == "txt":
-            rdatas = []
-            for value in record[1]:
-                parts = value if isinstance(value, list) else [value]
-                rdatas.append(dns.rdata.from_text(
-                    dns.rdataclass.IN, dns.rdatatype.TXT,
-                    " ".join(f'"{part}"' for part in parts)))
-            response.answer.append(dns.rrset.from_rdata_list(owner, 60, rdatas))
-
-    def close(self) -> None:
-        """Stop the server thread, then close its socket: closing it under the thread
-        would fail the thread's next ``sendto``."""
-        self.stopped = True
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as waker:
-            waker.sendto(b"", ("127.0.0.1", self.port))
-        self.thread.join(5)
-        self.socket.close()
-
 
 # --- a real HTTP server on loopback ----------------------------------------------------
 
@@ -447,12 +366,40 @@ def test_a_validated_check_spends_the_token_and_validates_for_the_reuse_period(f
     assert [a["validated"] for a in attempts] == [False, True]  # newest first
 
 
-def test_operator_validation_spends_the_token_too(fresh):
+def test_a_manual_review_leaves_the_token_for_a_br_method_which_then_replaces_it(
+        fresh, dns_server):
+    """The token belongs to the BR methods: after a review (private products only) the
+    record the account published still validates the domain for public products."""
     domain = submit(fresh, "dns-txt")
-    approved = fresh.client.post(f"{DOMAINS}/{domain['id']}/approve", json={},
+    approved = fresh.client.post(f"{DOMAINS}/{domain['id']}/approve", json=REVIEW,
                                  headers=fresh.headers("operator", account_id=None)).json
     assert approved["validated_with"] == "manual"
-    assert approved["token"] != domain["token"]
+    assert approved["token"] == domain["token"]
+    txt_at_challenge(dns_server, None, domain)
+
+    checked = check(fresh, domain["id"]).json
+
+    assert checked["validated_with"] == "dns-txt"
+    assert checked["coverage"]["public"] is True
+    assert checked["token"] != domain["token"]  # spent by the check
+    attempts = fresh.client.get(f"{DOMAINS}/{domain['id']}/attempts",
+                                headers=fresh.headers("admin")).json["items"]
+    assert [a["method"] for a in attempts] == ["dns-txt", "manual"]
+
+
+def test_a_manual_review_cannot_replace_a_current_br_validation(fresh, dns_server):
+    domain = submit(fresh, "dns-txt")
+    txt_at_challenge(dns_server, None, domain)
+    assert check(fresh, domain["id"]).json["validated_with"] == "dns-txt"
+
+    answer = fresh.client.post(f"{DOMAINS}/{domain['id']}/approve", json=REVIEW,
+                               headers=fresh.headers("operator", account_id=None))
+
+    assert answer.status_code == 409
+    assert answer.json["code"] == "invalid_domain_state"
+    assert "covers private products too" in answer.json["detail"]
+    shown = fresh.client.get(f"{DOMAINS}/{domain['id']}", headers=fresh.headers("admin")).json
+    assert shown["validated_with"] == "dns-txt"
 
 
 def test_another_accounts_domain_cannot_be_checked(fresh):
@@ -475,33 +422,70 @@ def test_only_account_administrators_ask_for_checks(fresh, role):
     assert fresh.outbox("orders.domain.failed") == []
 
 
-# --- coverage ---------------------------------------------------------------------------
+# --- coverage: the scope of each method (model.VALIDATION_METHODS) ----------------------
 
-COVERAGE = [
-    # (validated with, name, covered)
-    ("dns-txt", "example.com", True),
-    ("dns-txt", "www.example.com", True),
-    ("dns-txt", "a.b.example.com", True),
-    ("dns-txt", "*.example.com", True),
-    ("dns-txt", "*.shop.example.com", True),
-    ("dns-txt", "badexample.com", False),
-    ("dns-txt", "example.org", False),
-    ("manual", "www.example.com", True),
-    ("manual", "*.example.com", True),
-    (None, "www.example.com", True),  # validations made before the column existed
-    ("http-file", "example.com", True),
-    ("http-file", "www.example.com", False),
-    ("http-file", "*.example.com", False),
-    ("http-file", "example.org", False),
-]
+COVERAGE = {
+    # BR 3.2.2.4.7 DNS Change: the FQDN, every name under it, wildcards included
+    "dns-txt": [("example.com", True), ("www.example.com", True), ("a.b.example.com", True),
+                ("*.example.com", True), ("*.shop.example.com", True),
+                ("badexample.com", False), ("example.org", False)],
+    # BR 3.2.2.4.18 Agreed-Upon Change to Website v2: the exact FQDN only
+    "http-file": [("example.com", True), ("www.example.com", False),
+                  ("*.example.com", False), ("example.org", False)],
+    # the operator's review: the name, names under it and wildcards, for private products
+    "manual": [("example.com", True), ("www.example.com", True), ("*.example.com", True),
+               ("badexample.com", False)],
+}
+COUNTS_FOR_PUBLIC = {"dns-txt": True, "http-file": True, "manual": False}
 
 
-@pytest.mark.parametrize(("validated_with", "name", "covered"), COVERAGE)
-def test_which_names_a_validated_domain_covers(validated_with, name, covered):
+def _validated(method: str | None, name: str = "example.com") -> Domain:
     now = utcnow()
-    domain = Domain(name="example.com", status="validated", validated_with=validated_with,
-                    validated_until=now + timedelta(days=1))
-    assert domain_covers(domain, name, now) is covered
+    return Domain(name=name, status="validated", validated_with=method,
+                  validated_until=now + timedelta(days=1))
+
+
+def test_every_method_of_the_rule_table_has_its_coverage_test():
+    assert set(VALIDATION_METHODS) == set(COVERAGE) == set(COUNTS_FOR_PUBLIC)
+    assert VALIDATION_METHODS["dns-txt"].br_section == "3.2.2.4.7"
+    assert VALIDATION_METHODS["http-file"].br_section == "3.2.2.4.18"
+    assert VALIDATION_METHODS["manual"].br_section is None
+
+
+@pytest.mark.parametrize(("name", "covered"), COVERAGE["dns-txt"])
+def test_a_dns_change_covers_the_name_its_subdomains_and_wildcards(name, covered):
+    for public in (True, False):
+        assert domain_covers(_validated("dns-txt"), name, utcnow(), public=public) is covered
+
+
+@pytest.mark.parametrize(("name", "covered"), COVERAGE["http-file"])
+def test_a_website_change_covers_the_exact_name_only(name, covered):
+    for public in (True, False):
+        assert domain_covers(_validated("http-file"), name, utcnow(), public=public) is covered
+
+
+@pytest.mark.parametrize(("name", "covered"), COVERAGE["manual"])
+def test_a_manual_review_covers_names_for_private_products_only(name, covered):
+    assert domain_covers(_validated("manual"), name, utcnow(), public=False) is covered
+    assert domain_covers(_validated("manual"), name, utcnow(), public=True) is False
+
+
+@pytest.mark.parametrize("method", [None, "", "email", "legacy"])
+def test_a_validation_by_an_unknown_method_covers_nothing(method):
+    for public in (True, False):
+        assert domain_covers(_validated(method), "example.com", utcnow(),
+                             public=public) is False
+
+
+def test_a_manual_review_does_not_count_for_a_public_product_beside_a_br_method():
+    now = utcnow()
+    reviewed, checked = _validated("manual"), _validated("http-file", "www.example.com")
+    names = ["www.example.com", "shop.example.com", "*.example.com"]
+    assert uncovered_names(names, [reviewed, checked], now, public=True) == [
+        "shop.example.com", "*.example.com"]
+    assert uncovered_names(names, [reviewed, checked], now, public=False) == []
+    assert covered_only_by_review(names, [reviewed, checked], now) == [
+        "shop.example.com", "*.example.com"]
 
 
 @pytest.mark.parametrize("status", ["pending", "failed", "expired"])
@@ -509,14 +493,14 @@ def test_a_domain_not_validated_covers_nothing(status):
     now = utcnow()
     domain = Domain(name="example.com", status=status, validated_with="dns-txt",
                     validated_until=now + timedelta(days=1))
-    assert domain_covers(domain, "example.com", now) is False
+    assert domain_covers(domain, "example.com", now, public=False) is False
 
 
 def test_a_validation_past_its_end_covers_nothing():
     now = utcnow()
     domain = Domain(name="example.com", status="validated", validated_with="dns-txt",
                     validated_until=now)
-    assert domain_covers(domain, "example.com", now) is False
+    assert domain_covers(domain, "example.com", now, public=False) is False
 
 
 # --- the scheduled pass -----------------------------------------------------------------

@@ -3,7 +3,7 @@ reuse limit as of the day a certificate is signed (chancery_shared.br_schedule),
 the period in force on the day it was validated
 
 Revision ID: 5e1f0a7c2d94
-Revises: c21ceaa3f423
+Revises: 316b6a8e03f1
 Create Date: 2026-12-06 08:10:00
 
 """
@@ -15,7 +15,7 @@ from chancery_shared.br_schedule import DOMAIN, ORGANIZATION, reusable_until
 from chancery_shared.db import UtcDateTime
 
 revision: str = '5e1f0a7c2d94'
-down_revision: Union[str, Sequence[str], None] = 'c21ceaa3f423'
+down_revision: Union[str, Sequence[str], None] = '316b6a8e03f1'
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
