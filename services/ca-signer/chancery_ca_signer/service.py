@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 from chancery_shared import config as cfg
+from chancery_shared import hostnames
 from chancery_shared.messaging.envelope import Envelope, utcnow
 from chancery_shared.messaging.unit_of_work import UnitOfWork
 from chancery_shared.service import Runtime, Service
@@ -26,6 +27,27 @@ from chancery_ca_signer.pki.urls import normalise_base_url
 
 log = logging.getLogger(__name__)
 DEV_PASSPHRASE = "chancery-dev-ca-key-passphrase"
+
+
+def is_production(platform: cfg.PlatformSettings) -> bool:
+    """A distributed deployment (a real broker) that is not a development one (no
+    ``CHANCERY_DEV_BOOTSTRAP``). The embedded mode and the unit tests run on the in-memory
+    bus; the test deployments seed development data."""
+    return not platform.dev_bootstrap and not platform.broker_url.startswith("memory://")
+
+
+def check_public_base_url(url: str) -> None:
+    """In production the base of the URLs that public certificates carry must be
+    reachable by every relying party: a reserved or internal name stops the process,
+    naming the variable. Development keeps its documented placeholder."""
+    try:
+        hostnames.check_public_url(url)
+    except hostnames.NameRejected as exc:
+        raise cfg.ConfigError({"CHANCERY_PUBLIC_BASE_URL": (
+            f"{exc}; public certificates carry their CRL, OCSP and issuer URLs under it, so "
+            "it must be a public name every relying party can reach (set "
+            "CHANCERY_PRIVATE_BASE_URL for an internal host for private certificates)")}
+        ) from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +112,8 @@ class CaSignerService(Service):
     def __init__(self, runtime: Runtime):
         super().__init__(runtime)
         self.settings = cfg.load(CaSignerSettings, runtime.environ)
+        if is_production(runtime.platform):
+            check_public_base_url(self.settings.public_base_url)
         self.keys = KeyRing(self.settings.passphrase(), self.settings.pkcs11())
         self.private = self.settings.private_profile()
         if self.private.policy_oid == DEFAULT_PRIVATE_POLICY_OID:
