@@ -11,12 +11,13 @@ from __future__ import annotations
 import functools
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from chancery_shared import br_schedule
+from chancery_shared.mail import Mail, Mailer, MailNotSent
 from chancery_shared.messaging.envelope import Actor, Context, Envelope, isoformat, utcnow
 from chancery_shared.messaging.unit_of_work import UnitOfWork
 from chancery_shared.subscriber_keys import WEAK_KEY_RULES, spki_sha256
@@ -444,6 +445,58 @@ def _proven_key(csr_pem: str) -> str:
         raise InvalidField("csr", f"must have the subject CN={COMPROMISE_CHALLENGE} (and "
                                   "nothing else), so it cannot be an old request replayed")
     return spki_sha256(public_key)
+
+
+def notify_operator(uow_factory: Callable[[], UnitOfWork], mailer: Mailer,
+                    operators: Sequence[str], now: datetime, batch: int = 20) -> list[str]:
+    """Mail the operator about each problem report not yet mailed (every kind: a proven
+    compromise was handled on arrival, but the operator should know). One report per
+    transaction, locked while its mail goes out, so two workers never both send it; a
+    mail that fails stays pending for the next pass. Returns the reports mailed."""
+    mailed = []
+    for _ in range(batch):
+        with uow_factory() as uow:
+            report = uow.session.execute(
+                select(ProblemReport).where(ProblemReport.operator_notified_at.is_(None))
+                .order_by(ProblemReport.created_at).limit(1)
+                .with_for_update(skip_locked=True)).scalar_one_or_none()
+            if report is None:
+                break
+            try:
+                mailer.send(problem_report_mail(report, operators))
+            except MailNotSent as exc:
+                log.warning("could not mail problem report %s to the operator: %s",
+                            report.id, exc)
+                break
+            report.operator_notified_at = now
+            uow.commit()
+            mailed.append(report.id)
+    return mailed
+
+
+def problem_report_mail(report: ProblemReport, operators: Sequence[str]) -> Mail:
+    """What the operator reads: the kind, what happened already, and what is asked."""
+    if report.kind == "key_compromise":
+        subject = (f"Key compromise reported and handled: {len(report.revoked_serials)} "
+                   "certificate(s) revoked")
+        handled = [f"The key {report.spki_sha256} was proven compromised (a CSR signed by "
+                   "it) and is blocked for every account.",
+                   "Revoked at once: " + (", ".join(report.revoked_serials) or "nothing "
+                                          "(no unexpired certificate had this key)")]
+    else:
+        subject = f"Certificate problem report ({report.kind}): action needed within 24 hours"
+        handled = ["Nothing was done automatically. BR 4.9.5: investigate and give the "
+                   "reporter a preliminary report within 24 hours."]
+    lines = [f"Report:    {report.id}", f"Kind:      {report.kind}",
+             f"Received:  {report.created_at.isoformat()}",
+             f"Serial:    {report.serial or '-'}",
+             f"Reporter:  {report.reporter_email or '(no address given)'}"
+             f" from {report.reporter_ip or '?'}",
+             "", *handled, ""]
+    if report.message:
+        lines += ["Message:", report.message, ""]
+    lines.append("All reports: GET /api/ca/v1/problem-reports")
+    return Mail(to=tuple(operators), subject=subject, body="\n".join(lines) + "\n")
 
 
 def problem_reports(uow: UnitOfWork, limit: int) -> list[ProblemReport]:

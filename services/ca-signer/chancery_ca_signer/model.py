@@ -205,3 +205,6 @@ class ProblemReport(Base):
     revoked_serials: Mapped[list[str]] = mapped_column(JSON, default=list)
     reporter_ip: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # when the operator was mailed about it (CHANCERY_CA_OPERATOR_EMAILS and SMTP set);
+    # None: not yet (the mail job picks it up)
+    operator_notified_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

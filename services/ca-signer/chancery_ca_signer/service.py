@@ -9,6 +9,7 @@ from pathlib import Path
 
 from chancery_shared import config as cfg
 from chancery_shared import hostnames
+from chancery_shared.mail import Mailer, SmtpMailer, SmtpSettings
 from chancery_shared.messaging.envelope import Envelope, utcnow
 from chancery_shared.messaging.unit_of_work import UnitOfWork
 from chancery_shared.service import Runtime, Service
@@ -73,6 +74,9 @@ class CaSignerSettings:
                                                  parse=parse_private_max_validity_days)
     private_base_url: str = cfg.setting("CHANCERY_PRIVATE_BASE_URL", "",
                                         parse=normalise_base_url)
+    # who hears of certificate problem reports by e-mail (with CHANCERY_SMTP_*)
+    operator_emails: tuple[str, ...] = cfg.setting("CHANCERY_CA_OPERATOR_EMAILS", (),
+                                                   parse=cfg.parse_list)
 
     def passphrase(self) -> bytes:
         """From the secret file if given, else the variable, else the development value."""
@@ -114,6 +118,9 @@ class CaSignerService(Service):
         self.settings = cfg.load(CaSignerSettings, runtime.environ)
         if is_production(runtime.platform):
             check_public_base_url(self.settings.public_base_url)
+        smtp = cfg.load(SmtpSettings, runtime.environ)
+        smtp.check()
+        self.mailer: Mailer | None = SmtpMailer(smtp) if smtp.enabled else None
         self.keys = KeyRing(self.settings.passphrase(), self.settings.pkcs11())
         self.private = self.settings.private_profile()
         if self.private.policy_oid == DEFAULT_PRIVATE_POLICY_OID:
@@ -135,7 +142,30 @@ class CaSignerService(Service):
         return super().consumers(prefetch)
 
     def background_jobs(self):
-        return [self._crl_job]
+        return [self._crl_job, self._operator_mail_job]
+
+    def _operator_mail_job(self, stop: threading.Event) -> None:
+        """Every CHANCERY_CRL_CHECK_SECONDS: mail the operator the problem reports not
+        yet mailed (off without SMTP or without CHANCERY_CA_OPERATOR_EMAILS)."""
+        if self.mailer is None or not self.settings.operator_emails:
+            log.info("problem reports are not mailed: set CHANCERY_SMTP_HOST and "
+                     "CHANCERY_CA_OPERATOR_EMAILS (they are listed at "
+                     "GET /api/ca/v1/problem-reports)")
+            return
+        while not stop.is_set():
+            self.notify_operator()
+            stop.wait(self.settings.crl_check_seconds)
+
+    def notify_operator(self) -> list[str]:
+        """One pass of the operator mail job; failures are retried at the next pass."""
+        if self.mailer is None or not self.settings.operator_emails:
+            return []
+        try:
+            return handlers.notify_operator(self.uow, self.mailer,
+                                            self.settings.operator_emails, utcnow())
+        except Exception:
+            log.exception("mailing problem reports failed; retrying at the next check")
+            return []
 
     def _crl_job(self, stop: threading.Event) -> None:
         """Every CHANCERY_CRL_CHECK_SECONDS: republish stale or day-old CRLs, renew

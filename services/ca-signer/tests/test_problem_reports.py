@@ -145,3 +145,34 @@ def test_an_expired_or_already_revoked_certificate_is_not_revoked_again(signer):
     answer = signer.create_app().test_client().post(
         REPORTS, json={"kind": "key_compromise", "csr": challenge_csr(key)})
     assert answer.json["revoked_serials"] == [second]
+
+
+def test_every_report_is_mailed_to_the_operator_once(signer):
+    from chancery_ca_signer import handlers
+    from chancery_shared.mail import RecordingMailer
+    from chancery_shared.messaging.envelope import utcnow
+
+    client = signer.create_app().test_client()
+    key = ec.generate_private_key(ec.SECP256R1())
+    serial = issue(signer, key)
+    client.post(REPORTS, json={"kind": "misuse", "message": "phishing at www.chancery.com",
+                               "email": "abuse@example.net"})
+    client.post(REPORTS, json={"kind": "key_compromise", "csr": challenge_csr(key)})
+    failing, mailer = RecordingMailer(fail=True), RecordingMailer()
+    operators = ("ca-ops@chancery.example",)
+
+    assert handlers.notify_operator(signer.uow, failing, operators, utcnow()) == []
+    mailed = handlers.notify_operator(signer.uow, mailer, operators, utcnow())
+    assert len(mailed) == 2  # the failed pass left both pending
+    assert handlers.notify_operator(signer.uow, mailer, operators, utcnow()) == []
+
+    misuse, compromise = mailer.sent
+    assert misuse.to == operators
+    assert "within 24 hours" in misuse.subject and "phishing at www.chancery.com" in misuse.body
+    assert "abuse@example.net" in misuse.body
+    assert "1 certificate(s) revoked" in compromise.subject and serial in compromise.body
+
+
+def test_without_smtp_or_operators_nothing_is_mailed(signer):
+    assert signer.mailer is None
+    assert signer.notify_operator() == []
