@@ -57,6 +57,21 @@ class CaaRefused(Exception):
     """CAA forbids (or a failed lookup does not allow) issuance for a name."""
 
 
+@dataclasses.dataclass(frozen=True)
+class CaaFinding:
+    """The evidence of one name's check: where the relevant set was found (or that none
+    exists), the records seen, and why issuance is allowed."""
+
+    name: str
+    found_at: str | None
+    records: list[str]
+    outcome: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {"name": self.name, "found_at": self.found_at, "records": self.records,
+                "outcome": self.outcome}
+
+
 def make_resolver(settings: CaaSettings) -> dns.resolver.Resolver:
     """A resolver on the configured server (the system's when none is set)."""
     from chancery_orders.validation import make_resolver as resolver_for
@@ -73,19 +88,32 @@ class CaaChecker:
         self.issuer_domains = {d.strip().lower().rstrip(".") for d in settings.issuer_domains}
         self.resolver = resolver or make_resolver(settings)
 
-    def check(self, names: Iterable[str]) -> None:
-        """Raise :class:`CaaRefused` (the reason) for the first name CAA forbids."""
-        if not self.settings.check:
-            return
-        for name in names:
-            self.check_name(name)
+    @property
+    def enabled(self) -> bool:
+        return self.settings.check
 
-    def check_name(self, name: str) -> None:
+    @property
+    def vantage(self) -> str:
+        """Which resolver answered: the configured one, or the system's."""
+        servers = ", ".join(f"{server}:{self.resolver.port}"
+                            for server in self.resolver.nameservers)
+        return f"resolver {servers}" if servers else "the system resolver"
+
+    def check(self, names: Iterable[str]) -> list[CaaFinding]:
+        """The evidence for every name, or :class:`CaaRefused` (the reason) for the first
+        name CAA forbids. Nothing is looked up (and nothing found) when checks are off."""
+        if not self.settings.check:
+            return []
+        return [self.check_name(name) for name in names]
+
+    def check_name(self, name: str) -> CaaFinding:
         wildcard = name.startswith("*.")
         base = name.removeprefix("*.").rstrip(".").lower()
         found_at, records = self._relevant_set(base)
+        seen = [f'{flags} {tag} "{value}"' for flags, tag, value in records]
         if not records:
-            return
+            return CaaFinding(name, None, [], f"allowed: no CAA records from {base} up to "
+                                              "the top-level domain")
         for flags, tag, _ in records:
             if flags & CRITICAL and tag not in KNOWN_TAGS:
                 raise CaaRefused(f"CAA at {found_at} has a critical property {tag!r} that "
@@ -95,11 +123,14 @@ class CaaChecker:
         if wildcard and any(tag == "issuewild" for _, tag, _ in records):
             kind = "issuewild"
         values = [value for _, tag, value in records if tag == kind]
-        if not values:
-            return  # the set restricts nothing this name needs
+        if not values:  # the set restricts nothing this name needs
+            return CaaFinding(name, found_at, seen, f"allowed: the CAA set at {found_at} "
+                                                    f"has no {kind} property")
         named = {value.split(";", 1)[0].strip().lower().rstrip(".") for value in values}
         if named & self.issuer_domains:
-            return
+            ours = ", ".join(sorted(named & self.issuer_domains))
+            return CaaFinding(name, found_at, seen,
+                              f"allowed: {kind} at {found_at} names {ours}")
         others = ", ".join(sorted(n or '";" (no CA)' for n in named))
         raise CaaRefused(f"CAA at {found_at} allows only {others} to issue for {name} "
                          f"({kind}); this CA is {', '.join(sorted(self.issuer_domains))}")

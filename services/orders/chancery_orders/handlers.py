@@ -866,10 +866,14 @@ def send_sign_command(uow: UnitOfWork, context: Context, order: Order, issuance:
         assert organization is not None  # validation_evidence found it validated
         subject.update(organization.subject())
     try:
-        uow.caa.check(names)  # the service's checker (OrdersService.uow)
+        findings = uow.caa.check(names)  # the service's checker (OrdersService.uow)
     except caa.CaaRefused as exc:
         _refuse_issuance(uow, context, order, issuance, f"CAA: {exc}")
         return False
+    if uow.caa.enabled:  # the evidence of a check that passed stays with the order
+        order.record(context.actor, "caa_checked", {
+            "issuance_id": issuance.id, "checked_at": isoformat(utcnow()),
+            "vantage": uow.caa.vantage, "names": [f.as_dict() for f in findings]})
     _order_event(uow, "ca_signer.certificate.sign", context, order, summary,
                  {"order_id": order.id, "issuance_id": issuance.id,
                   "csr_pem": issuance.csr_pem or order.csr_pem,

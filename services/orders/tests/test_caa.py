@@ -188,8 +188,24 @@ def test_a_caa_allowed_order_is_sent_to_signing(caa_on, order_body):
                                                 csr=_csr("shop.ours.com")),
                                 headers=harness.headers("admin", user_id="u-admin")).json
     reserve(harness, order)
-    assert show(harness, order["id"])["status"] == "issuing"
+    shown = show(harness, order["id"])
+    assert shown["status"] == "issuing"
     assert len(harness.outbox(SIGN)) == 1
+    # the check that passed keeps its evidence: the records seen, where, from which resolver
+    [checked] = [h for h in shown["history"] if h["action"] == "caa_checked"]
+    [finding] = checked["details"]["names"]
+    assert finding["name"] == "shop.ours.com" and finding["found_at"] == "ours.com"
+    assert any("issue" in record and "chancery.example" in record
+               for record in finding["records"])
+    assert finding["outcome"].startswith("allowed: issue at ours.com names chancery.example")
+    assert f"127.0.0.1:{caa_on.service.caa.resolver.port}" in checked["details"]["vantage"]
+    assert checked["details"]["checked_at"]
+
+
+def test_a_name_without_caa_is_recorded_as_allowed_by_absence(dns_server):
+    [finding] = checker(dns_server).check(["www.example.com"])
+    assert (finding.found_at, finding.records) == (None, [])
+    assert finding.outcome.startswith("allowed: no CAA records")
 
 
 def _csr(name: str) -> str:
