@@ -61,6 +61,12 @@ def parse_curves(raw: str) -> tuple[str, ...]:
     return curves
 
 
+def _load_debian_lists(raw: str) -> Any:
+    from chancery_shared.subscriber_keys import load_debian_weak_keys
+
+    return load_debian_weak_keys(raw)
+
+
 def parse_port(raw: str) -> int:
     port = int(raw)
     if not 0 < port < 65536:
@@ -149,3 +155,6 @@ class PlatformSettings:
     dev_password: str = setting("CHANCERY_DEV_PASSWORD", "chancery-dev-password", secret=True)
     subscriber_curves: tuple[str, ...] = setting(
         "CHANCERY_SUBSCRIBER_EC_CURVES", ("P-256", "P-384"), parse_curves)
+    # a folder of Debian's openssl-blacklist files (blacklist.RSA-2048, ...): RSA keys
+    # listed there are refused (CVE-2008-0166); empty: the lists are not checked
+    debian_weak_keys: Any = setting("CHANCERY_WEAK_KEY_LISTS", None, _load_debian_lists)

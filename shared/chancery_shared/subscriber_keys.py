@@ -15,6 +15,10 @@ The policy (Baseline Requirements 6.1.1.3, 6.1.5, 6.1.6; docs/validation.md):
 * Nothing else (Ed25519, Ed448, DSA, other curves).
 * No key the CA knows to be compromised: the caller passes ``is_key_blocked``, a test
   over the key's SPKI SHA-256 against its blocklist (keys revoked for keyCompromise).
+* No RSA key from Debian's broken OpenSSL of 2006-2008 (CVE-2008-0166), when the
+  operator has installed the fingerprint lists (:class:`DebianWeakKeys`,
+  ``CHANCERY_WEAK_KEY_LISTS``): no package registry ships them, so Chancery reads the
+  format of Debian's ``openssl-blacklist`` package from a directory the operator fills.
 
 A refusal is a :class:`KeyRefused` naming its ``rule``. Rules in :data:`WEAK_KEY_RULES`
 mean "this key must never be certified" (the API answers ``key_blocked``); the others
@@ -23,15 +27,20 @@ mean "this kind of key is not offered".
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import math
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 __all__ = ["KeyRefused", "WEAK_KEY_RULES", "ALLOWED_CURVES", "check_subscriber_key",
-           "describe_public_key", "spki_sha256", "FERMAT_ROUNDS"]
+           "describe_public_key", "spki_sha256", "FERMAT_ROUNDS", "DebianWeakKeys",
+           "debian_fingerprint", "load_debian_weak_keys"]
 
 MIN_RSA_BITS = 2048
 ALLOWED_CURVES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
@@ -39,7 +48,7 @@ ALLOWED_CURVES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-52
 FERMAT_ROUNDS = 100
 #: Rules that say the key itself is bad or known compromised.
 WEAK_KEY_RULES = frozenset({"rsa_exponent", "rsa_even_modulus", "rsa_small_factor",
-                            "rsa_roca", "rsa_fermat", "compromised"})
+                            "rsa_roca", "rsa_fermat", "compromised", "debian_weak"})
 
 
 class KeyRefused(ValueError):
@@ -70,6 +79,67 @@ def describe_public_key(public_key: object) -> str:
     if isinstance(public_key, ec.EllipticCurvePublicKey):
         return f"ECDSA {ALLOWED_CURVES.get(public_key.curve.name, public_key.curve.name)}"
     return type(public_key).__name__.replace("PublicKey", "").lstrip("_") or "unknown"
+
+
+# --- Debian's weak keys (CVE-2008-0166) ----------------------------------------------
+
+_LIST_NAME = re.compile(r"RSA-(\d+)$")
+_FINGERPRINT = re.compile(r"^[0-9a-f]{20}$")
+
+
+def debian_fingerprint(modulus: int) -> str:
+    """How Debian's ``openssl-vulnkey`` names an RSA key: the last 20 hex digits of the
+    SHA-1 of ``Modulus=<HEX>\\n`` (the modulus in upper-case hex, as ``openssl rsa
+    -modulus`` prints it)."""
+    text = f"Modulus={modulus:X}\n".encode("ascii")
+    return hashlib.sha1(text).hexdigest()[20:]  # noqa: S324 - the list's own format
+
+
+@dataclasses.dataclass(frozen=True)
+class DebianWeakKeys:
+    """The fingerprint lists by key size, as loaded from ``blacklist.RSA-<bits>`` files."""
+
+    by_bits: Mapping[int, frozenset[str]]
+    folder: str = ""
+
+    def __contains__(self, modulus: int) -> bool:
+        listed = self.by_bits.get(modulus.bit_length())
+        return listed is not None and debian_fingerprint(modulus) in listed
+
+    def describe(self) -> str:
+        sizes = ", ".join(f"RSA-{bits}: {len(prints)}" for bits, prints
+                          in sorted(self.by_bits.items()))
+        return f"{self.folder} ({sizes})"
+
+
+@functools.lru_cache(maxsize=8)
+def load_debian_weak_keys(folder: str) -> DebianWeakKeys | None:
+    """Read every ``*RSA-<bits>`` file of ``folder`` (Debian's ``openssl-blacklist``
+    format: ``#`` comments, then one 20-hex-digit fingerprint per line); None for an
+    empty setting. A missing folder, no list in it, or a line of another shape is a
+    ValueError (the setting is refused at start-up)."""
+    if not folder.strip():
+        return None
+    path = Path(folder)
+    if not path.is_dir():
+        raise ValueError(f"{folder} is not a directory")
+    by_bits: dict[int, set[str]] = {}
+    for file in sorted(path.iterdir()):
+        match = _LIST_NAME.search(file.name)
+        if match is None or not file.is_file():
+            continue
+        prints = by_bits.setdefault(int(match.group(1)), set())
+        for number, line in enumerate(file.read_text("ascii").splitlines(), start=1):
+            line = line.strip().lower()
+            if not line or line.startswith("#"):
+                continue
+            if not _FINGERPRINT.match(line):
+                raise ValueError(f"{file.name} line {number} is not a fingerprint of 20 "
+                                 "hex digits (the openssl-blacklist format)")
+            prints.add(line)
+    if not by_bits:
+        raise ValueError(f"{folder} holds no blacklist.RSA-<bits> file")
+    return DebianWeakKeys({bits: frozenset(p) for bits, p in by_bits.items()}, folder)
 
 
 # --- RSA weaknesses -------------------------------------------------------------------
@@ -114,7 +184,7 @@ def fermat_factorable(modulus: int, rounds: int = FERMAT_ROUNDS) -> bool:
     return False
 
 
-def _check_rsa(public_key: rsa.RSAPublicKey) -> None:
+def _check_rsa(public_key: rsa.RSAPublicKey, debian: DebianWeakKeys | None) -> None:
     numbers = public_key.public_numbers()
     n, e = numbers.n, numbers.e
     bits = n.bit_length()
@@ -140,16 +210,21 @@ def _check_rsa(public_key: rsa.RSAPublicKey) -> None:
     if fermat_factorable(n):
         raise KeyRefused("rsa_fermat", "the RSA key's primes are so close together that "
                                        "Fermat's method factors it; make a new key")
+    if debian is not None and n in debian:
+        raise KeyRefused("debian_weak", "the RSA key is one of the predictable keys of "
+                                        "Debian's broken OpenSSL (CVE-2008-0166); make a "
+                                        "new key")
 
 
 def check_subscriber_key(public_key: object, *,
                          is_key_blocked: Callable[[str], bool] | None = None,
-                         allowed_curves: frozenset[str] | None = None) -> str:
+                         allowed_curves: frozenset[str] | None = None,
+                         debian_weak_keys: DebianWeakKeys | None = None) -> str:
     """Apply the policy; the key's description ("RSA 2048", "ECDSA P-256"), or
     :class:`KeyRefused`. ``allowed_curves`` narrows the curves (names as in
     :data:`ALLOWED_CURVES`' values)."""
     if isinstance(public_key, rsa.RSAPublicKey):
-        _check_rsa(public_key)
+        _check_rsa(public_key, debian_weak_keys)
     elif isinstance(public_key, ec.EllipticCurvePublicKey):
         curve = ALLOWED_CURVES.get(public_key.curve.name)
         if curve is None or (allowed_curves is not None and curve not in allowed_curves):

@@ -20,7 +20,7 @@ from chancery_shared import br_schedule
 from chancery_shared.mail import Mail, Mailer, MailNotSent
 from chancery_shared.messaging.envelope import Actor, Context, Envelope, isoformat, utcnow
 from chancery_shared.messaging.unit_of_work import UnitOfWork
-from chancery_shared.subscriber_keys import WEAK_KEY_RULES, spki_sha256
+from chancery_shared.subscriber_keys import WEAK_KEY_RULES, DebianWeakKeys, spki_sha256
 from chancery_shared.web.problems import InvalidField, NotFound
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -188,7 +188,8 @@ def stale_evidence(data: dict[str, Any], at: datetime) -> StaleEvidence | None:
 def sign_certificate(envelope: Envelope, uow: UnitOfWork, keys: KeyRing,
                      public_base_url: str, now: datetime | None = None, *,
                      curves: frozenset[str] | None = None,
-                     private: PrivateProfile | None = None) -> None:
+                     private: PrivateProfile | None = None,
+                     debian_weak_keys: DebianWeakKeys | None = None) -> None:
     """Handle ``ca_signer.certificate.sign``: exactly one certificate per issuance id.
     ``curves``: the ECDSA curves subscriber keys may use (all three when None);
     ``private``: the operator's private-profile settings (defaults when None). The
@@ -221,7 +222,7 @@ def sign_certificate(envelope: Envelope, uow: UnitOfWork, keys: KeyRing,
     private = private or PrivateProfile()
     try:
         csr = parse_csr(data["csr_pem"], is_key_blocked=functools.partial(is_key_blocked, uow),
-                        allowed_curves=curves)
+                        allowed_curves=curves, debian_weak_keys=debian_weak_keys)
     except CsrRejected as exc:
         reason = (f"key_blocked ({exc.rule}): {exc.reason}" if exc.rule in WEAK_KEY_RULES
                   else exc.reason)

@@ -193,7 +193,8 @@ class CaSignerService(Service):
     def _sign(self, envelope: Envelope, uow: UnitOfWork) -> None:
         handlers.sign_certificate(envelope, uow, self.keys, self.settings.public_base_url,
                                   curves=frozenset(self.platform.subscriber_curves),
-                                  private=self.private)
+                                  private=self.private,
+                                  debian_weak_keys=self.platform.debian_weak_keys)
 
     def _revoke(self, envelope: Envelope, uow: UnitOfWork) -> None:
         handlers.revoke_certificate(envelope, uow)

@@ -416,3 +416,21 @@ def test_an_ov_certificate_needs_the_organizations_evidence_too(signer):
     [rejection] = outbox(signer, "ca_signer.certificate.rejected")
     assert rejection["data"]["organization"] is True
     assert rejection["data"]["names"] == []
+
+
+def test_the_signer_refuses_a_debian_weak_key_from_the_installed_lists(signer, tmp_path):
+    from chancery_shared.subscriber_keys import debian_fingerprint, load_debian_weak_keys
+
+    key = rsa.generate_private_key(65537, 2048)
+    folder = tmp_path / "lists"
+    folder.mkdir()
+    (folder / "blacklist.RSA-2048").write_text(
+        debian_fingerprint(key.public_key().public_numbers().n) + "\n")
+    command = sign_command(csr_pem(key))
+    with signer.uow() as uow:
+        handlers.sign_certificate(command, uow, signer.keys, "http://pki.chancery.com",
+                                  debian_weak_keys=load_debian_weak_keys(str(folder)))
+        uow.commit()
+    [rejection] = outbox(signer, "ca_signer.certificate.rejected")
+    assert rejection["data"]["reason"].startswith("key_blocked (debian_weak)")
+    assert outbox(signer, "ca_signer.certificate.issued") == []

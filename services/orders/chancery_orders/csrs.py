@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from chancery_shared.subscriber_keys import (
     WEAK_KEY_RULES,
+    DebianWeakKeys,
     KeyRefused,
     check_subscriber_key,
     spki_sha256,
@@ -57,6 +58,7 @@ class KeyPolicy:
 
     is_key_blocked: Callable[[str], bool] | None = None
     curves: frozenset[str] | None = None
+    debian_weak_keys: DebianWeakKeys | None = None  # CHANCERY_WEAK_KEY_LISTS
 
 
 def check_csr(pem: str, policy: KeyPolicy | None = None) -> CheckedCsr:
@@ -78,7 +80,8 @@ def check_csr(pem: str, policy: KeyPolicy | None = None) -> CheckedCsr:
         raise CsrRejected("holds a public key of an unsupported type") from exc
     try:
         description = check_subscriber_key(public_key, is_key_blocked=policy.is_key_blocked,
-                                           allowed_curves=policy.curves)
+                                           allowed_curves=policy.curves,
+                                           debian_weak_keys=policy.debian_weak_keys)
     except KeyRefused as exc:
         raise CsrRejected(f"is refused: {exc.reason}", rule=exc.rule) from None
     try:

@@ -319,7 +319,8 @@ def key_policy(uow: UnitOfWork) -> KeyPolicy:
     """The key policy of this service: orders' copy of the blocklist (keys by SPKI
     SHA-256) and the curves on offer (carried by the service's units of work)."""
     return KeyPolicy(lambda spki: uow.session.get(BlockedKey, spki) is not None,
-                     getattr(uow, "subscriber_curves", None))
+                     getattr(uow, "subscriber_curves", None),
+                     getattr(uow, "debian_weak_keys", None))
 
 
 def key_blocked(uow: UnitOfWork, envelope: Envelope) -> None:

@@ -66,6 +66,7 @@ class OrdersService(Service):
         uow.caa = self.caa  # type: ignore[attr-defined]
         uow.subscriber_curves = frozenset(  # type: ignore[attr-defined]
             self.platform.subscriber_curves)
+        uow.debian_weak_keys = self.platform.debian_weak_keys  # type: ignore[attr-defined]
         return uow
 
     def blueprints(self) -> list[flask_smorest.Blueprint]:

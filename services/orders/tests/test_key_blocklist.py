@@ -125,3 +125,25 @@ def test_the_curves_on_offer_are_configurable(tmp_path, migrated_database, harne
                                  headers=harness.headers("admin"))
     assert answer.status_code == 201, answer.json
     harness.service.dispose()
+
+
+def test_a_debian_weak_key_is_refused_when_the_lists_are_installed(harness, order_body,
+                                                                   rsa_key, tmp_path):
+    from chancery_shared.subscriber_keys import debian_fingerprint, load_debian_weak_keys
+
+    harness.validate_domain("example.com")
+    folder = tmp_path / "openssl-blacklist"
+    folder.mkdir()
+    (folder / "blacklist.RSA-2048").write_text(
+        "# test list\n" + debian_fingerprint(rsa_key.public_key().public_numbers().n) + "\n")
+    harness.service.platform = dataclasses.replace(
+        harness.service.platform, debian_weak_keys=load_debian_weak_keys(str(folder)))
+
+    response = refused(harness, order_body(csr=csr_pem(rsa_key)))
+
+    assert response.status_code == 422, response.json
+    assert (response.json["code"], response.json["rule"]) == ("key_blocked", "debian_weak")
+    assert "CVE-2008-0166" in response.json["errors"]["csr"][0]
+    fine = ec.generate_private_key(ec.SECP256R1())
+    assert harness.client.post(ORDERS, json=order_body(csr=csr_pem(fine)),
+                               headers=harness.headers("admin")).status_code == 201

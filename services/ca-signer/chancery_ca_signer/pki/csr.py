@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from chancery_shared.subscriber_keys import (
+    DebianWeakKeys,
     KeyRefused,
     check_subscriber_key,
     describe_public_key,
@@ -84,11 +85,13 @@ def check_subscriber_public_key(
     *,
     is_key_blocked: Callable[[str], bool] | None = None,
     allowed_curves: frozenset[str] | None = None,
+    debian_weak_keys: DebianWeakKeys | None = None,
 ) -> str:
     """Apply the subscriber key policy; the key description, or :class:`CsrRejected`."""
     try:
         return check_subscriber_key(public_key, is_key_blocked=is_key_blocked,
-                                    allowed_curves=allowed_curves)
+                                    allowed_curves=allowed_curves,
+                                    debian_weak_keys=debian_weak_keys)
     except KeyRefused as exc:
         raise CsrRejected(exc.reason, rule=exc.rule) from None
 
@@ -119,6 +122,7 @@ def parse_csr(
     *,
     is_key_blocked: Callable[[str], bool] | None = None,
     allowed_curves: frozenset[str] | None = None,
+    debian_weak_keys: DebianWeakKeys | None = None,
 ) -> CsrInfo:
     """Parse a PEM or DER CSR, check its key against policy, verify its self-signature.
 
@@ -151,7 +155,8 @@ def parse_csr(
     ):
         raise CsrRejected("ECDSA keys must use the id-ecPublicKey algorithm identifier")
     key_type = check_subscriber_public_key(public_key, is_key_blocked=is_key_blocked,
-                                           allowed_curves=allowed_curves)
+                                           allowed_curves=allowed_curves,
+                                           debian_weak_keys=debian_weak_keys)
 
     try:
         signature_ok = csr.is_signature_valid
