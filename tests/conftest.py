@@ -103,6 +103,22 @@ class RunningStack:
     broker_url: str
     var_dir: Path | None = None
     """The distributed stack's var dir (its processes, logs and state), else None."""
+    ca_signer_database_url: str | None = None
+    """Where ca-signer keeps what it issued (read by the final lint of every certificate)."""
+
+    def issued_certificates(self) -> list[tuple[str, str]]:
+        """(profile, PEM) of every certificate this stack's ca-signer has issued."""
+        from sqlalchemy import create_engine, text
+
+        assert self.ca_signer_database_url, f"the {self.mode} stack names no ca-signer DB"
+        engine = create_engine(self.ca_signer_database_url)
+        try:
+            with engine.connect() as connection:
+                return [(row.profile, row.certificate_pem) for row in connection.execute(text(
+                    "SELECT profile, certificate_pem FROM issued_certificates "
+                    "WHERE certificate_pem IS NOT NULL ORDER BY created_at"))]
+        finally:
+            engine.dispose()
 
 
 @pytest.fixture(scope="session")
@@ -118,7 +134,9 @@ def embedded_stack(tmp_path_factory, loopback_dns) -> Iterator[RunningStack]:
                                  **stack_environment(loopback_dns)})
     chancery.start()
     try:
-        yield RunningStack("embedded", chancery.serve_in_background(), broker_url)
+        yield RunningStack("embedded", chancery.serve_in_background(), broker_url,
+                           ca_signer_database_url=str(
+                               chancery.services["ca-signer"].engine.url))
     finally:
         chancery.stop()
 
@@ -134,7 +152,7 @@ def distributed_stack(tmp_path_factory, loopback_dns) -> Iterator[RunningStack]:
     try:
         stack.up()
         yield RunningStack("distributed", stack.base_url, stack.env["CHANCERY_BROKER_URL"],
-                           var)
+                           var, stack.env["CHANCERY_CA_SIGNER_DATABASE_URL"])
     finally:
         stack.destroy()  # also removes a PostgreSQL cluster relocated to /tmp
 

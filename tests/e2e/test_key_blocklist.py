@@ -34,8 +34,9 @@ def order_body(key, name: str) -> dict:
             "sans": [], "csr": csr_for(key, name)}
 
 
-def test_a_key_revoked_for_compromise_is_refused_for_every_account(stack):
-    first, second = open_account(stack.base_url), open_account(stack.base_url)
+def test_a_key_revoked_for_compromise_is_refused_for_every_account(stack, loopback_dns):
+    first = open_account(stack.base_url, loopback_dns)
+    second = open_account(stack.base_url, loopback_dns)
     key = ec.generate_private_key(ec.SECP256R1())
     name = f"kc-{uuid.uuid4().hex[:8]}.example.com"
     placed = first.post("/api/orders/v1/orders", order_body(key, name))
@@ -65,22 +66,23 @@ def test_a_key_revoked_for_compromise_is_refused_for_every_account(stack):
     assert "csr" in problem["errors"]
 
 
-def test_a_weak_rsa_key_is_refused_when_the_order_is_placed(stack):
-    admin = open_account(stack.base_url)
+def test_a_weak_rsa_key_is_refused_when_the_order_is_placed(stack, loopback_dns):
+    admin = open_account(stack.base_url, loopback_dns)
     answer = admin.post("/api/orders/v1/orders",
                         order_body(fermat_weak_key(), f"w-{uuid.uuid4().hex[:8]}.example.com"))
     assert answer.status_code == 422, answer.text
     assert (answer.json()["code"], answer.json()["rule"]) == ("key_blocked", "rsa_fermat")
 
 
-def test_a_proven_compromise_report_revokes_the_certificate_and_blocks_the_key(stack):
+def test_a_proven_compromise_report_revokes_the_certificate_and_blocks_the_key(stack,
+                                                                             loopback_dns):
     """Anyone, with no account, proves possession of the key over the fixed challenge:
     the certificate is revoked (orders shows the order revoked) and the key is refused."""
     import requests
     from chancery_ca_signer.handlers import COMPROMISE_CHALLENGE
     from cryptography.x509.oid import NameOID
 
-    admin = open_account(stack.base_url)
+    admin = open_account(stack.base_url, loopback_dns)
     key = ec.generate_private_key(ec.SECP256R1())
     name = f"pr-{uuid.uuid4().hex[:8]}.example.com"
     order = admin.post("/api/orders/v1/orders", order_body(key, name)).json()
