@@ -115,7 +115,7 @@ class RunningStack:
         try:
             with engine.connect() as connection:
                 return [(row.profile, row.certificate_pem) for row in connection.execute(text(
-                    "SELECT profile, certificate_pem FROM issued_certificates "
+                    "SELECT profile, certificate_pem FROM certificates "
                     "WHERE certificate_pem IS NOT NULL ORDER BY created_at"))]
         finally:
             engine.dispose()
@@ -136,7 +136,8 @@ def embedded_stack(tmp_path_factory, loopback_dns) -> Iterator[RunningStack]:
     try:
         yield RunningStack("embedded", chancery.serve_in_background(), broker_url,
                            ca_signer_database_url=str(
-                               chancery.services["ca-signer"].engine.url))
+                               chancery.services["ca-signer"].engine.url.render_as_string(
+                                   hide_password=False)))
     finally:
         chancery.stop()
 
