@@ -51,10 +51,11 @@ class Row:
     fresh: dict[str, Callable[[World], str]] = field(default_factory=dict)
     own_session: bool = False  # act in a separate, fresh session (the action ends it)
     on_success: Callable[[World, str, Any], None] | None = None
+    label: str = ""  # tells apart rows of one endpoint (another body, another target)
 
     @property
     def key(self) -> str:
-        return f"{self.method} {self.path}"
+        return f"{self.method} {self.path}" + (f" ({self.label})" if self.label else "")
 
 
 def _email(world: World, principal: str) -> str:
@@ -72,6 +73,74 @@ def _ocsp_get_request(world: World) -> str:
                .public_bytes(serialization.Encoding.DER))
         world.ids["ocsp_get_request"] = base64.urlsafe_b64encode(der).decode().rstrip("=")
     return world.ids["ocsp_get_request"]
+
+
+def _new_user(role: str, units: tuple[str, ...]) -> Callable[[World, str], Any]:
+    return lambda w, p: {"email": _email(w, p), "name": "New Person", "role": role,
+                         "unit_ids": [w.ids[u] for u in units], "password": PEOPLE_PASSWORD}
+
+
+# design/roles.md: a unit administrator manages only limited users and unit administrators
+# whose units are all within the caller's, never finance or admin users; nobody changes
+# their own role or units. The targets are made fresh for each call.
+UNIT_BOUND = dict(limited=403, finance=403, other_unit_admin=404, other_admin=404,
+                  operator=403)
+NOT_FOR_UNIT_ADMINS = dict(UNIT_BOUND, unit_admin=403)
+BOTH_UNITS = dict(limited=403, finance=403, unit_admin=403, other_unit_admin=403,
+                  other_admin=404, operator=403)
+PEOPLE_ROWS: list[Row] = [
+    Row("POST", "/api/identity/v1/users",
+        statuses(201, limited=403, finance=403, unit_admin=403, other_unit_admin=403,
+                 other_admin=422, operator=403),
+        body=_new_user("finance", ("unit",)), label="a finance user of unit 1"),
+    Row("POST", "/api/identity/v1/users",
+        statuses(201, limited=403, finance=403, other_unit_admin=403, other_admin=422,
+                 operator=403),
+        body=_new_user("unit_admin", ("unit",)), label="a unit admin of unit 1"),
+    Row("POST", "/api/identity/v1/users",
+        statuses(201, limited=403, finance=403, unit_admin=403, other_unit_admin=403,
+                 other_admin=422, operator=403),
+        body=_new_user("limited", ("unit", "other_unit")), label="a user of both units"),
+    Row("POST", "/api/identity/v1/users",
+        statuses(201, limited=403, finance=403, unit_admin=403, other_unit_admin=403,
+                 operator=403),
+        body=_new_user("limited", ()), label="a user of no unit"),
+    Row("PATCH", "/api/identity/v1/users/{fresh_user}", statuses(200, **NOT_FOR_UNIT_ADMINS),
+        body=lambda w, p: {"role": "finance"}, fresh={"fresh_user": World.new_limited_user},
+        label="make finance"),
+    Row("PATCH", "/api/identity/v1/users/{fresh_user}", statuses(200, **UNIT_BOUND),
+        body=lambda w, p: {"role": "unit_admin"},
+        fresh={"fresh_user": World.new_limited_user}, label="make unit admin"),
+    Row("PATCH", "/api/identity/v1/users/{fresh_user}", statuses(200, **NOT_FOR_UNIT_ADMINS),
+        body=lambda w, p: {"unit_ids": [w.ids["unit"], w.ids["other_unit"]]},
+        fresh={"fresh_user": World.new_limited_user}, label="add unit 2"),
+    Row("PATCH", "/api/identity/v1/users/{fresh_user}", statuses(200, **NOT_FOR_UNIT_ADMINS),
+        body=lambda w, p: {"unit_ids": []}, fresh={"fresh_user": World.new_limited_user},
+        label="leave with no unit"),
+    Row("PATCH", "/api/identity/v1/users/{fresh_finance}",
+        statuses(200, **NOT_FOR_UNIT_ADMINS), body=lambda w, p: {"name": "Renamed Finance"},
+        fresh={"fresh_finance": World.new_finance_user_of_unit}, label="rename finance"),
+    Row("PATCH", "/api/identity/v1/users/{fresh_both}", statuses(200, **BOTH_UNITS),
+        body=lambda w, p: {"role": "unit_admin"},
+        fresh={"fresh_both": World.new_user_of_both_units}, label="make unit admin of both"),
+    Row("PATCH", "/api/identity/v1/users/{fresh_both}", statuses(200, **BOTH_UNITS),
+        body=lambda w, p: {"active": False},
+        fresh={"fresh_both": World.new_user_of_both_units}, label="deactivate"),
+    Row("PATCH", "/api/identity/v1/users/{fresh_both}", statuses(200, **BOTH_UNITS),
+        body=lambda w, p: {"name": "Renamed Both"},
+        fresh={"fresh_both": World.new_user_of_both_units}, label="rename"),
+    Row("POST", "/api/identity/v1/users/{fresh_both}/unlock", statuses(200, **BOTH_UNITS),
+        body=lambda w, p: {}, fresh={"fresh_both": World.new_user_of_both_units},
+        label="a user of both units"),
+    # one's own record ({self}: the caller): no change of one's own role
+    Row("PATCH", "/api/identity/v1/users/{self}", statuses(403),
+        body=lambda w, p: {"role": "limited" if p in (ADM, OADM) else "admin"},
+        label="one's own role"),
+    Row("PATCH", "/api/identity/v1/users/{self}",
+        statuses(403, other_admin=422),
+        body=lambda w, p: {"unit_ids": [w.ids["unit"], w.ids["other_unit"]]},
+        label="one's own units"),
+]
 
 
 def _funded_unit(world: World) -> str:
@@ -265,10 +334,12 @@ ROWS: list[Row] = [
       statuses(201, limited=403, unit_admin=403, other_unit_admin=403, other_admin=409,
                operator=403), body=lambda w, p: {"amount_cents": 1},
       fresh={"funded_unit": _funded_unit}),
+    # a unit administrator reads their own units' funds (another unit's: 404)
     R("GET", "/api/ledger/v1/units/{unit}/funds",
-      statuses(200, limited=403, unit_admin=403, other_unit_admin=403, operator=403)),
-    R("GET", "/api/ledger/v1/units/funds",
-      statuses(200, limited=403, unit_admin=403, other_unit_admin=403, operator=403)),
+      statuses(200, limited=403, other_unit_admin=404, operator=403)),
+    R("GET", "/api/ledger/v1/units/{other_unit}/funds",
+      statuses(200, limited=403, unit_admin=404, operator=403)),
+    R("GET", "/api/ledger/v1/units/funds", statuses(200, limited=403, operator=403)),
     R("GET", "/api/ledger/v1/settings/low-balance",
       statuses(200, limited=403, unit_admin=403, other_unit_admin=403, operator=403)),
     R("PUT", "/api/ledger/v1/settings/low-balance",
@@ -283,6 +354,7 @@ ROWS: list[Row] = [
     R("GET", "/api/audit/v1/verify",
       statuses(200, limited=403, finance=403, unit_admin=403, other_unit_admin=403)),
 ]
+ROWS += PEOPLE_ROWS
 for _service in ("identity", "orders", "ca", "ledger", "audit"):
     for _leaf in ("healthz", "readyz", "metrics", "openapi.json"):
         ROWS.append(R("GET", f"/api/{_service}/{_leaf}", everyone(200)))
@@ -319,7 +391,7 @@ def test_every_endpoint_has_a_row(tmp_path):
 @pytest.mark.parametrize("row, principal", CASES,
                          ids=[f"{row.key}-{principal}" for row, principal in CASES])
 def test_matrix(world, row, principal):
-    values = dict(world.ids)
+    values = {**world.ids, "self": world.ids.get(principal, "nobody")}
     for name, make in row.fresh.items():
         values[name] = make(world)
     world.fresh = values

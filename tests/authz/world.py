@@ -89,6 +89,26 @@ class World:
         return expect(self.api("admin").post("/api/identity/v1/api-keys",
                                              {"name": _unique("key")}), 201)["id"]
 
+    def new_person(self, role: str, units: tuple[str, ...]) -> str:
+        """A fresh user of the admin's account (``units``: keys of ``ids``), by the admin."""
+        return expect(self.api("admin").post("/api/identity/v1/users", {
+            "email": f"{_unique(role)}@authz.com", "name": role.replace("_", " ").title(),
+            "role": role, "unit_ids": [self.ids[u] for u in units],
+            "password": PEOPLE_PASSWORD}), 201)["id"]
+
+    def new_limited_user(self) -> str:
+        """A limited user of unit 1 only."""
+        return self.new_person("limited", ("unit",))
+
+    def new_user_of_both_units(self) -> str:
+        """A limited user of unit 1 and unit 2: no unit administrator of one unit manages
+        them."""
+        return self.new_person("limited", ("unit", "other_unit"))
+
+    def new_finance_user_of_unit(self) -> str:
+        """A finance user who is also in unit 1 (finance reaches the whole account)."""
+        return self.new_person("finance", ("unit",))
+
     def new_purchase_order(self) -> str:
         return expect(self.api("admin").post("/api/ledger/v1/deposits", {
             "method": "purchase_order", "amount_cents": 500,
@@ -117,7 +137,9 @@ def build_world(base_url: str, password: str, dns: Any) -> World:
     other_unit = expect(admin.post("/api/identity/v1/units", {"name": _unique("Unit Two")}),
                         201)
     world.ids.update(unit=unit["id"], other_unit=other_unit["id"],
-                     admin=expect(admin.get("/api/identity/v1/me"), 200)["id"])
+                     admin=expect(admin.get("/api/identity/v1/me"), 200)["id"],
+                     other_admin=expect(other_admin.get("/api/identity/v1/me"), 200)["id"],
+                     operator=expect(operator.get("/api/identity/v1/me"), 200)["id"])
     people = {"limited": ("limited", [unit["id"]]), "finance": ("finance", []),
               "unit_admin": ("unit_admin", [unit["id"]]),
               "other_unit_admin": ("unit_admin", [other_unit["id"]])}

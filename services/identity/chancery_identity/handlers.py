@@ -2,9 +2,10 @@
 
 One function per command, each in one unit of work. Scope rules (design/roles.md):
 everything is confined to the caller's account (404 outside it); a unit administrator
-reaches only users who share one of their units (404 for the others), never touches
-administrators, and moves users only between units they administer (403 naming the
-permission); nobody changes their own role, units or active state; the last active
+sees only users who share one of their units (404 for the others) and manages only
+limited users and unit administrators all of whose units are theirs, before and after
+the change (403 naming the missing permission otherwise: ``permissions.missing_to_manage``
+is the rule); nobody changes their own role, units or active state; the last active
 administrator of an account stays one.
 """
 
@@ -16,10 +17,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from chancery_shared.auth.permissions import Permission, allows
+from chancery_shared.auth.permissions import Permission, allows, missing_to_manage
 from chancery_shared.auth.tokens import OPERATOR, Principal
 from chancery_shared.messaging.envelope import Actor, Context, isoformat
 from chancery_shared.messaging.unit_of_work import UnitOfWork
+from chancery_shared.text import checked_display_name
 from chancery_shared.web.pagination import decode_cursor, encode_cursor
 from chancery_shared.web.problems import (
     Conflict,
@@ -29,6 +31,7 @@ from chancery_shared.web.problems import (
     Problem,
 )
 from sqlalchemy import and_, exists, func, or_, select
+from sqlalchemy.exc import IntegrityError
 
 from chancery_identity.credentials import new_api_key, secret_hash
 from chancery_identity.model import (
@@ -69,6 +72,23 @@ def _actor_name(context: Context) -> str:
 
 def _forbidden(detail: str, permission: Permission | str) -> Forbidden:
     return Forbidden(detail, code="forbidden", missing_permission=str(permission))
+
+
+_BEYOND_REACH = {
+    Permission.MANAGE_USERS: "your role does not manage users",
+    Permission.MANAGE_ADMINS: "only an administrator creates, changes or makes administrators",
+    Permission.MANAGE_FINANCE_USERS: "only an administrator creates, changes or makes finance "
+                                     "users (they read the whole account's money and orders)",
+    Permission.MANAGE_ACCOUNT_USERS: "a unit administrator manages only users all of whose "
+                                     "units are theirs (and who are in at least one)",
+}
+
+
+def _check_reach(principal: Principal, role: str, unit_ids) -> None:
+    """403 naming the permission when the caller may not manage a user like this."""
+    missing = missing_to_manage(principal, role, tuple(unit_ids))
+    if missing is not None:
+        raise _forbidden(_BEYOND_REACH[missing], missing)
 
 
 # --- reading -----------------------------------------------------------------------------
@@ -144,6 +164,13 @@ def _email_taken(uow: UnitOfWork, email: str) -> bool:
                                     .where(User.email == email)).scalar_one())
 
 
+def _email_unavailable() -> Conflict:
+    """The one answer for an address already in use, in this account or any other: an
+    account's administrators learn nothing about other accounts' people from it."""
+    return Conflict("this e-mail address cannot be used for a new user; choose another",
+                    code="email_unavailable", errors={"email": ["cannot be used"]})
+
+
 # --- users -------------------------------------------------------------------------------
 
 
@@ -151,27 +178,25 @@ def create_user(uow: UnitOfWork, passwords: Passwords, principal: Principal, con
                 new: NewUser, now: datetime) -> User:
     if new.role not in ACCOUNT_ROLES:
         raise InvalidField("role", f"must be one of {', '.join(ACCOUNT_ROLES)}")
-    if new.role == ADMIN and not allows(principal, Permission.MANAGE_ADMINS):
-        raise _forbidden("a unit administrator cannot create administrators",
-                         Permission.MANAGE_ADMINS)
-    if not allows(principal, Permission.MANAGE_ACCOUNT_USERS) and (
-            not new.unit_ids or not set(new.unit_ids) <= set(principal.unit_ids)):
-        raise _forbidden("a unit administrator can only add users to their own units",
-                         Permission.MANAGE_ACCOUNT_USERS)
+    _check_reach(principal, new.role, new.unit_ids)
     assert principal.account_id is not None
-    if not new.name.strip():
-        raise InvalidField("name", "must not be blank")
+    name = checked_display_name("name", new.name)
     email = new.email.strip().lower()
     check_password_policy("password", new.password, email=email,
                           account_name=_account_name(uow, principal.account_id))
     units = _units_of_account(uow, principal.account_id, new.unit_ids)
+    # hash before looking the address up: a used address costs the same time as a free one
+    password_hash = passwords.hash(new.password)
     if _email_taken(uow, email):
-        raise Conflict("a user with this e-mail address already exists", code="email_taken")
-    user = User(account_id=principal.account_id, email=email, name=new.name.strip(),
-                role=new.role, password_hash=passwords.hash(new.password), units=units,
-                created_at=now, updated_at=now, password_changed_at=now)
+        raise _email_unavailable()
+    user = User(account_id=principal.account_id, email=email, name=name, role=new.role,
+                password_hash=password_hash, units=units, created_at=now, updated_at=now,
+                password_changed_at=now)
     uow.session.add(user)
-    uow.session.flush()
+    try:
+        uow.session.flush()
+    except IntegrityError:  # the same address, created meanwhile by someone else
+        raise _email_unavailable() from None
     uow.event("identity.user.created", context, subject=("user", user.id),
               summary=f"{_actor_name(context)} created {new.role} user {user.describe()}",
               data=user.as_event_data())
@@ -204,8 +229,7 @@ def update_user(uow: UnitOfWork, principal: Principal, context: Context, user_id
                 changes: UserChanges, now: datetime) -> User:
     """Change a user's name, role, units or active state within the caller's rights."""
     assert principal.account_id is not None
-    if changes.name is not None and not changes.name.strip():
-        raise InvalidField("name", "must not be blank")
+    name = checked_display_name("name", changes.name) if changes.name is not None else None
     _lock_account(uow, principal.account_id)
     user = _visible_user(uow, principal, user_id)
     new_units = (_units_of_account(uow, principal.account_id, changes.unit_ids)
@@ -216,27 +240,18 @@ def update_user(uow: UnitOfWork, principal: Principal, context: Context, user_id
     if user.id == principal.user_id and (role_changes or unit_changes or active_changes):
         raise _forbidden("nobody may change their own role, units or active state; ask "
                          "another administrator", "change_own_access")
-    if not allows(principal, Permission.MANAGE_ADMINS):
-        if user.role == ADMIN:
-            raise _forbidden("a unit administrator cannot change administrators",
-                             Permission.MANAGE_ADMINS)
-        if changes.role == ADMIN:
-            raise _forbidden("a unit administrator cannot make administrators",
-                             Permission.MANAGE_ADMINS)
-    if unit_changes and not allows(principal, Permission.MANAGE_ACCOUNT_USERS):
-        assert new_units is not None
-        moved = {u.id for u in new_units} ^ set(user.unit_ids)
-        if not moved <= set(principal.unit_ids):
-            raise _forbidden("a unit administrator can only add users to or remove them from "
-                             "units they administer", Permission.MANAGE_ACCOUNT_USERS)
+    # the user as they are, and as they would be: both within the caller's reach
+    _check_reach(principal, user.role, user.unit_ids)
+    _check_reach(principal, changes.role or user.role,
+                 [u.id for u in new_units] if new_units is not None else user.unit_ids)
     demoted = role_changes or (active_changes and changes.active is False)
     if user.is_active_admin and demoted and _other_active_admins(uow, user) == 0:
         raise Conflict("this is the account's last active administrator; make another user "
                        "an administrator first", code="last_admin")
     diff: dict[str, list] = {}
-    if changes.name is not None and changes.name.strip() != user.name:
-        diff["name"] = [user.name, changes.name.strip()]
-        user.name = changes.name.strip()
+    if name is not None and name != user.name:
+        diff["name"] = [user.name, name]
+        user.name = name
     if role_changes:
         diff["role"] = [user.role, changes.role]
         user.role = changes.role  # type: ignore[assignment]
@@ -276,9 +291,7 @@ def unlock_user(uow: UnitOfWork, principal: Principal, context: Context, user_id
                 now: datetime) -> User:
     """Lift a sign-in lockout before it runs out (nothing happens when there is none)."""
     user = _visible_user(uow, principal, user_id)
-    if user.role == ADMIN and not allows(principal, Permission.MANAGE_ADMINS):
-        raise _forbidden("a unit administrator cannot unlock administrators",
-                         Permission.MANAGE_ADMINS)
+    _check_reach(principal, user.role, user.unit_ids)
     return _unlock(uow, context, user, now)
 
 
@@ -362,7 +375,7 @@ def _unit_name_taken(uow: UnitOfWork, account_id: str, name: str,
 def create_unit(uow: UnitOfWork, principal: Principal, context: Context, name: str,
                 now: datetime) -> Unit:
     assert principal.account_id is not None
-    name = name.strip()
+    name = checked_display_name("name", name)
     _lock_account(uow, principal.account_id)
     if _unit_name_taken(uow, principal.account_id, name):
         raise Conflict(f"a business unit named {name!r} already exists", code="unit_name_taken")
@@ -394,7 +407,7 @@ def rename_unit(uow: UnitOfWork, principal: Principal, context: Context, unit_id
     assert principal.account_id is not None
     _lock_account(uow, principal.account_id)
     unit = _visible_unit(uow, principal, unit_id)
-    name = name.strip()
+    name = checked_display_name("name", name)
     if name == unit.name:
         return unit
     if _unit_name_taken(uow, principal.account_id, name, except_id=unit.id):
@@ -428,7 +441,8 @@ def create_api_key(uow: UnitOfWork, principal: Principal, context: Context, name
     else:  # pragma: no cover - five collisions of 32 random bits
         raise Problem("could not allocate a key prefix; try again", status=503,
                       code="unavailable")
-    row = ApiKey(user_id=principal.user_id, name=name.strip(), prefix=prefix,
+    row = ApiKey(user_id=principal.user_id, name=checked_display_name("name", name),
+                 prefix=prefix,
                  key_hash=secret_hash(key), created_at=now)
     uow.session.add(row)
     uow.session.flush()
@@ -467,14 +481,16 @@ def revoke_api_key(uow: UnitOfWork, principal: Principal, context: Context, key_
 def create_account(uow: UnitOfWork, passwords: Passwords, context: Context, *, name: str,
                    admin_email: str, admin_name: str, admin_password: str,
                    now: datetime) -> tuple[Account, User]:
+    name = checked_display_name("name", name)
+    admin_name = checked_display_name("admin_name", admin_name)
     email = admin_email.strip().lower()
     check_password_policy("admin_password", admin_password, email=email, account_name=name)
     if _email_taken(uow, email):
         raise Conflict("a user with this e-mail address already exists", code="email_taken")
-    account = Account(name=name.strip(), created_at=now)
+    account = Account(name=name, created_at=now)
     uow.session.add(account)
     uow.session.flush()
-    admin = User(account_id=account.id, email=email, name=admin_name.strip(), role=ADMIN,
+    admin = User(account_id=account.id, email=email, name=admin_name, role=ADMIN,
                  password_hash=passwords.hash(admin_password), units=[], created_at=now,
                  updated_at=now, password_changed_at=now)
     uow.session.add(admin)
@@ -493,11 +509,12 @@ def create_account(uow: UnitOfWork, passwords: Passwords, context: Context, *, n
 def create_operator(uow: UnitOfWork, passwords: Passwords, context: Context, *, email: str,
                     name: str, password: str, now: datetime) -> User:
     """A member of the platform's staff (no account): the production way to the first one."""
+    name = checked_display_name("name", name)
     email = email.strip().lower()
     check_password_policy("password", password, email=email)
     if _email_taken(uow, email):
         raise Conflict("a user with this e-mail address already exists", code="email_taken")
-    operator = User(account_id=None, email=email, name=name.strip(), role=OPERATOR,
+    operator = User(account_id=None, email=email, name=name, role=OPERATOR,
                     password_hash=passwords.hash(password), units=[], created_at=now,
                     updated_at=now, password_changed_at=now)
     uow.session.add(operator)

@@ -1,5 +1,7 @@
 """identity's HTTP input and output schemas (they generate the OpenAPI document)."""
 
+from chancery_shared.text import DESCRIPTION as NAME_RULES
+from chancery_shared.text import DisplayName
 from chancery_shared.web.pagination import PageArgs
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
@@ -7,7 +9,11 @@ from chancery_identity.model import ACCOUNT_ROLES
 from chancery_identity.passwords import MAX_LENGTH, MIN_LENGTH
 
 Email = lambda **kw: fields.Email(validate=validate.Length(max=254), **kw)  # noqa: E731
-Name = lambda **kw: fields.String(validate=validate.Length(min=1, max=200), **kw)  # noqa: E731
+# names people read (of people, units, accounts, keys): shown in audit descriptions, so
+# nothing that could disguise the text around it (chancery_shared.text)
+Name = lambda **kw: fields.String(  # noqa: E731
+    validate=[validate.Length(min=1, max=200), DisplayName()],
+    metadata={"description": f"1 to 200 characters; {NAME_RULES}"}, **kw)
 # the policy (passwords.py) gives the reasons; the schema only bounds the size
 NewPassword = lambda **kw: fields.String(  # noqa: E731
     validate=validate.Length(min=MIN_LENGTH, max=MAX_LENGTH), load_only=True, **kw)
@@ -86,7 +92,10 @@ class MeSchema(Schema):
 
 
 class NewUserSchema(Schema):
-    email = Email(required=True)
+    email = Email(required=True, metadata={
+        "description": "the user's sign-in address, unique on the whole platform; one "
+                       "already in use (in this account or any other) is refused with 409 "
+                       "`email_unavailable`, which does not say where"})
     name = Name(required=True)
     role = fields.String(required=True, validate=validate.OneOf(ACCOUNT_ROLES))
     unit_ids = fields.List(fields.String(), load_default=list)

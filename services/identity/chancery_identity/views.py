@@ -140,8 +140,20 @@ def list_users(args):
 @idempotent(secret_fields=("password",))
 @api.arguments(schemas.NewUserSchema)
 @api.response(201, schemas.UserSchema)
+@api.alt_response(403, description="beyond the caller's reach: a unit administrator creates "
+                  "only limited users and unit administrators, in their own units only "
+                  "(`missing_permission`: `manage_finance_users`, `manage_admins`, "
+                  "`manage_account_users`)")
+@api.alt_response(409, description="`email_unavailable`: the address cannot be used (the "
+                  "answer does not say whether it is in this account or another)")
+@api.alt_response(422, description="a field is invalid (named in `errors`), e.g. a name "
+                  "with control or bidirectional formatting characters")
 def create_user(body):
-    """Add a user to the caller's account."""
+    """Add a user to the caller's account.
+
+    An admin adds anyone. A unit administrator adds limited users and unit
+    administrators whose units are all their own (at least one), never finance users or
+    administrators."""
     principal = require(Permission.MANAGE_USERS)
     new = handlers.NewUser(email=body["email"], name=body["name"], role=body["role"],
                            unit_ids=tuple(body["unit_ids"]), password=body["password"])
@@ -162,8 +174,19 @@ def get_user(user_id):
 @api.route("/users/<user_id>", methods=["PATCH"])
 @api.arguments(schemas.UserPatchSchema)
 @api.response(200, schemas.UserSchema)
+@api.alt_response(403, description="beyond the caller's reach (`missing_permission` says "
+                  "which), or the caller's own role, units or active state "
+                  "(`change_own_access`)")
+@api.alt_response(404, description="no such user in the caller's scope")
+@api.alt_response(409, description="`last_admin`: the account's last active administrator")
+@api.alt_response(422, description="a field is invalid (named in `errors`)")
 def update_user(body, user_id):
-    """Change a user's name, role, units or active state (``active: false`` deactivates)."""
+    """Change a user's name, role, units or active state (``active: false`` deactivates).
+
+    A unit administrator changes only limited users and unit administrators all of whose
+    units are their own, and leaves them so (at least one of the caller's units, none
+    other, never finance or admin). Nobody changes their own role, units or active
+    state."""
     principal = require(Permission.MANAGE_USERS)
     changes = handlers.UserChanges(
         name=body.get("name"), role=body.get("role"), active=body.get("active"),
@@ -175,6 +198,7 @@ def update_user(body, user_id):
 
 @api.route("/users/<user_id>/unlock", methods=["POST"])
 @api.response(200, schemas.UserSchema)
+@api.alt_response(403, description="beyond the caller's reach (as for changing the user)")
 def unlock_user(user_id):
     """Lift a sign-in lockout before it runs out."""
     principal = require(Permission.MANAGE_USERS)

@@ -119,6 +119,7 @@ def _populate(p):
     p.add("limited_apac", "limited", ["APAC"])
     p.add("finance_emea", "finance", ["EMEA"])
     p.add("admin_in_emea", "admin", ["EMEA"])
+    p.add("limited_both", "limited", ["EMEA", "APAC"])
     for key in ("unit_admin_emea", "unit_admin_apac", "limited_emea", "admin2"):
         p.sign_in(key)
     return p

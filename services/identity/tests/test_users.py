@@ -26,17 +26,42 @@ PATCH_RULES = [
     ("admin", "limited_emea", {"unit_ids": ["no-such-unit"]}, 422, "unit_ids"),
     ("admin", "limited_emea", {"name": ""}, 422, "name"),
     ("admin", "limited_emea", {"name": "   "}, 422, "name"),
-    # a unit admin manages the non-admin users of their units, within their units
-    ("unit_admin_emea", "limited_emea", {"role": "finance"}, 200, None),
+    ("admin", "finance_emea", {"role": "limited"}, 200, None),
+    ("admin", "limited_both", {"active": False}, 200, None),
+    # names that would disguise the text around them in audit descriptions
+    ("admin", "limited_emea", {"name": "Eve\u202egnp.exe"}, 422, "name"),
+    ("admin", "limited_emea", {"name": "\u2067Mallory\u2069"}, 422, "name"),
+    ("admin", "limited_emea", {"name": "Lee\u200f"}, 422, "name"),
+    ("admin", "limited_emea", {"name": "Lee\x1b[31m"}, 422, "name"),
+    ("admin", "limited_emea", {"name": "Lee\nApproved by Admin"}, 422, "name"),
+    ("admin", "limited_emea", {"name": "Zo\u00eb \u00d1\u00fa\u00f1ez-O'Brien"}, 200, None),
+    ("admin", "limited_emea", {"name": "\u0645\u062d\u0645\u062f \u0639\u0644\u064a"},
+     200, None),
+    ("admin", "limited_emea", {"name": "\U0001f469\u200d\U0001f4bb Dev"}, 200, None),
+    # a unit admin manages limited users and unit admins all of whose units are theirs
     ("unit_admin_emea", "limited_emea", {"role": "unit_admin"}, 200, None),
-    ("unit_admin_emea", "limited_emea", {"unit_ids": []}, 200, None),
     ("unit_admin_emea", "limited_emea", {"active": False}, 200, None),
-    ("unit_admin_emea", "finance_emea", {"name": "F. Emea"}, 200, None),
+    ("unit_admin_emea", "limited_emea", {"name": "Lee Emea"}, 200, None),
+    ("unit_admin_emea", "unit_admin_emea", {"name": "Emea Lead"}, 200, None),
+    # ... never finance users (they read the whole account) nor admins
+    ("unit_admin_emea", "limited_emea", {"role": "finance"}, 403, "manage_finance_users"),
+    ("unit_admin_emea", "finance_emea", {"name": "F. Emea"}, 403, "manage_finance_users"),
+    ("unit_admin_emea", "finance_emea", {"role": "limited"}, 403, "manage_finance_users"),
+    ("unit_admin_emea", "finance_emea", {"active": False}, 403, "manage_finance_users"),
     ("unit_admin_emea", "limited_emea", {"role": "admin"}, 403, "manage_admins"),
     ("unit_admin_emea", "admin_in_emea", {"name": "Nope"}, 403, "manage_admins"),
     ("unit_admin_emea", "admin_in_emea", {"active": False}, 403, "manage_admins"),
+    ("unit_admin_emea", "admin_in_emea", {"role": "limited"}, 403, "manage_admins"),
+    # ... nor anyone who is also in a unit of someone else's, nor anyone out of all units
+    ("unit_admin_emea", "limited_both", {"role": "unit_admin"}, 403, "manage_account_users"),
+    ("unit_admin_emea", "limited_both", {"active": False}, 403, "manage_account_users"),
+    ("unit_admin_emea", "limited_both", {"name": "Nope"}, 403, "manage_account_users"),
+    ("unit_admin_emea", "limited_both", {"unit_ids": ["EMEA"]}, 403, "manage_account_users"),
+    ("unit_admin_apac", "limited_both", {"active": False}, 403, "manage_account_users"),
     ("unit_admin_emea", "limited_emea", {"unit_ids": ["EMEA", "APAC"]}, 403,
      "manage_account_users"),
+    ("unit_admin_emea", "limited_emea", {"unit_ids": ["APAC"]}, 403, "manage_account_users"),
+    ("unit_admin_emea", "limited_emea", {"unit_ids": []}, 403, "manage_account_users"),
     ("unit_admin_emea", "limited_apac", {"name": "Nope"}, 404, None),
     ("unit_admin_emea", "admin", {"name": "Nope"}, 404, None),
     # ... and never their own role or units
@@ -183,29 +208,136 @@ def test_users_are_listed_page_by_page_within_the_callers_scope(client, people):
         cursor = page["next_cursor"]
         if cursor is None:
             break
-    assert len(seen) == len(set(seen)) == 8  # the admin and the seven people
+    assert len(seen) == len(set(seen)) == 9  # the admin and the eight people
     emea = client.get(f"{API}/users", headers=people.headers["unit_admin_emea"]).get_json()
     assert {u["email"].split("@")[0] for u in emea["items"]} == {
-        "unit_admin_emea", "limited_emea", "finance_emea", "admin_in_emea"}
+        "unit_admin_emea", "limited_emea", "finance_emea", "admin_in_emea", "limited_both"}
     bad = client.get(f"{API}/users", headers=admin, query_string={"cursor": "garbage!"})
     assert bad.status_code == 422 and "cursor" in bad.get_json()["errors"]
     assert client.get(f"{API}/users", headers=admin,
                       query_string={"limit": 501}).status_code == 422
 
 
-def test_unit_admin_creates_users_only_in_their_units_and_never_admins(client, people):
-    ua = people.headers["unit_admin_emea"]
+@pytest.mark.parametrize("role, units, status, named", [
+    ("limited", ["EMEA"], 201, None),
+    ("unit_admin", ["EMEA"], 201, None),
+    ("admin", ["EMEA"], 403, "manage_admins"),
+    ("finance", ["EMEA"], 403, "manage_finance_users"),
+    ("finance", [], 403, "manage_finance_users"),
+    ("limited", ["APAC"], 403, "manage_account_users"),
+    ("unit_admin", ["EMEA", "APAC"], 403, "manage_account_users"),
+    ("limited", [], 403, "manage_account_users"),
+])
+def test_unit_admin_creates_only_unit_bound_users_in_their_units(service, client, people,
+                                                                  role, units, status, named):
+    before = len(outbox(service))
+    r = client.post(f"{API}/users", headers=people.headers["unit_admin_emea"], json={
+        "email": "new-person@example.com", "name": "New", "role": role,
+        "unit_ids": [people.units[u] for u in units], "password": PASSWORD})
+    assert r.status_code == status, r.get_json()
+    if status == 403:
+        assert r.get_json()["missing_permission"] == named
+        assert len(outbox(service)) == before
+    else:
+        assert r.get_json()["role"] == role
 
-    def create(role, units):
-        return client.post(f"{API}/users", headers=ua, json={
-            "email": f"new-{role}-{len(units)}@example.com", "name": "New", "role": role,
-            "unit_ids": [people.units[u] for u in units], "password": PASSWORD})
 
-    assert create("admin", ["EMEA"]).get_json()["missing_permission"] == "manage_admins"
-    assert create("limited", ["APAC"]).get_json()["missing_permission"] == \
-        "manage_account_users"
-    assert create("limited", []).status_code == 403
-    assert create("limited", ["EMEA"]).status_code == 201
+@pytest.mark.parametrize("target, status", [("limited_emea", 200), ("limited_both", 403),
+                                            ("finance_emea", 403), ("admin_in_emea", 403)])
+def test_unit_admin_unlocks_only_users_within_reach(client, people, target, status):
+    r = client.post(f"{API}/users/{people.ids[target]}/unlock",
+                    headers=people.headers["unit_admin_emea"])
+    assert r.status_code == status, r.get_json()
+
+
+def test_the_admin_creates_finance_users_and_users_of_several_units(client, people):
+    r = client.post(f"{API}/users", headers=people.headers["admin"], json={
+        "email": "money@example.com", "name": "Money", "role": "finance",
+        "unit_ids": [people.units["EMEA"], people.units["APAC"]], "password": PASSWORD})
+    assert r.status_code == 201, r.get_json()
+
+
+# --- e-mail addresses in use -------------------------------------------------------------
+
+
+def _create(client, headers, email, units):
+    return client.post(f"{API}/users", headers=headers, json={
+        "email": email, "name": "Someone", "role": "limited", "unit_ids": units,
+        "password": PASSWORD})
+
+
+@pytest.mark.parametrize("who", ["admin", "unit_admin_emea"])
+def test_an_address_in_use_gets_one_answer_whichever_account_has_it(service, client, people,
+                                                                    globex, who):
+    """The answer never tells an account's administrators that someone else's account
+    has an address; and a used address costs the hash that a free one would."""
+    headers = people.headers[who]
+    units = [people.units["EMEA"]]
+    hashed = []
+    passwords = service.credentials.passwords
+    real_hash = passwords.hash
+    passwords.hash = lambda secret: hashed.append(secret) or real_hash(secret)
+    try:
+        answers = [_create(client, headers, email, units) for email in (
+            "limited_emea@example.com",  # this account, in the caller's unit
+            "LIMITED_APAC@example.com",  # this account, out of the caller's sight
+            "root@globex.com",  # another account
+            "operator@chancery.local")]  # the platform's staff
+    finally:
+        passwords.hash = real_hash
+    for r in answers:
+        assert r.status_code == 409
+        assert r.headers["Content-Type"].startswith("application/problem+json")
+    bodies = [r.get_json() for r in answers]
+    assert all(body == bodies[0] for body in bodies), bodies
+    assert bodies[0]["code"] == "email_unavailable" and "email" in bodies[0]["errors"]
+    assert "exist" not in bodies[0]["detail"]
+    assert len(hashed) == len(answers)  # the same work as for a free address
+    assert _create(client, headers, "free@example.com", units).status_code == 201
+
+
+# --- names -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["Ops\u202e", "\u2066Ops", "Ops\u200e", "Ops\tteam",
+                                  "Ops\u2028", "\ufeffOps", "Ops\u200b"])
+def test_unit_names_refuse_control_and_bidi_characters(client, people, name):
+    admin = people.headers["admin"]
+    for r in (client.post(f"{API}/units", headers=admin, json={"name": name}),
+              client.patch(f"{API}/units/{people.units['EMEA']}", headers=admin,
+                           json={"name": name})):
+        assert r.status_code == 422, r.get_json()
+        assert "name" in r.get_json()["errors"]
+        assert r.headers["Content-Type"].startswith("application/problem+json")
+
+
+@pytest.mark.parametrize("field", ["name", "admin_name"])
+def test_account_names_refuse_bidi_characters(client, login, field):
+    operator = login(client, "operator@chancery.local")
+    body = {"name": "Initech", "admin_email": "bill@initech.com", "admin_name": "Bill",
+            "admin_password": "harbour-lantern-42"}
+    r = client.post(f"{API}/accounts", headers=operator,
+                    json={**body, field: "Initech \u202eevil"})
+    assert r.status_code == 422 and field in r.get_json()["errors"], r.get_json()
+    assert client.post(f"{API}/accounts", headers=operator, json=body).status_code == 201
+
+
+def test_a_new_users_name_is_checked_and_the_handler_checks_it_too(service, people):
+    """The schema refuses it over HTTP; the handler refuses it from any other caller."""
+    from chancery_shared.web.problems import InvalidField
+
+    with service.uow() as uow:
+        admin = uow.session.get(User, people.ids["admin"])
+        principal = Principal(user_id=admin.id, email=admin.email, name=admin.name,
+                              role="admin", account_id=admin.account_id)
+    context = Context(actor=Actor(user_id=principal.user_id, user_name="A"),
+                      account_id=principal.account_id)
+    with service.uow() as uow, pytest.raises(InvalidField) as refused:
+        handlers.create_user(uow, service.credentials.passwords, principal, context,
+                             handlers.NewUser("x@example.com", "X\u202eY", "limited", (),
+                                              PASSWORD), service.clock())
+    assert refused.value.errors == {"name": [refused.value.errors["name"][0]]}
+    assert "U+202E RIGHT-TO-LEFT OVERRIDE" in refused.value.errors["name"][0]
 
 
 # --- business units ----------------------------------------------------------------------

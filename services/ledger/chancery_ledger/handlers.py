@@ -571,11 +571,13 @@ def unit_funds(uow: UnitOfWork, customer_account_id: str, unit_id: str) -> dict[
     return unit_funds_view(customer_account_id, unit, unit_id)
 
 
-def all_unit_funds(uow: UnitOfWork, customer_account_id: str) -> list[dict[str, int | str]]:
-    """Every unit the account ever funded, by unit id."""
-    units = uow.session.execute(
-        select(UnitBalance).where(UnitBalance.customer_account_id == customer_account_id)
-        .order_by(UnitBalance.unit_id)).scalars()
+def all_unit_funds(uow: UnitOfWork, customer_account_id: str, *,
+                   only: tuple[str, ...] | None = None) -> list[dict[str, int | str]]:
+    """Every unit the account ever funded, by unit id (``only``: of these units)."""
+    query = select(UnitBalance).where(UnitBalance.customer_account_id == customer_account_id)
+    if only is not None:
+        query = query.where(UnitBalance.unit_id.in_(only or ("",)))
+    units = uow.session.execute(query.order_by(UnitBalance.unit_id)).scalars()
     return [unit_funds_view(customer_account_id, u, u.unit_id) for u in units]
 
 

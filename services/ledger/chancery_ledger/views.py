@@ -5,13 +5,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from chancery_shared.auth.permissions import Permission
+from chancery_shared.auth.permissions import Permission, allows, reads_unit_funds
 from chancery_shared.auth.policy import require
 from chancery_shared.auth.tokens import Principal
 from chancery_shared.service import current_service
 from chancery_shared.web.app import request_context
 from chancery_shared.web.idempotency import HEADER, Claim, fingerprint
-from chancery_shared.web.problems import InvalidField
+from chancery_shared.web.problems import InvalidField, NotFound
 from flask import Response, request
 from flask_smorest import Blueprint
 
@@ -271,10 +271,14 @@ def return_unit_funds(body, unit_id):
 
 @api.route("/units/<unit_id>/funds")
 @api.response(200, schemas.UnitFundsSchema)
+@api.alt_response(404, description="a unit administrator asked about a unit not theirs")
 def get_unit_funds(unit_id):
-    """One unit's funds (zeros for a unit never funded)."""
-    principal = _finance_reader()
+    """One unit's funds (zeros for a unit never funded). Finance and admins read every
+    unit's; a unit administrator reads their own units' only."""
+    principal = require(Permission.READ_UNIT_FUNDS)
     unit_id = _unit_id(unit_id)
+    if not reads_unit_funds(principal, unit_id):
+        raise NotFound("no such business unit")
     with _uow() as uow:
         return handlers.unit_funds(uow, principal.account_id, unit_id)
 
@@ -282,10 +286,12 @@ def get_unit_funds(unit_id):
 @api.route("/units/funds")
 @api.response(200, schemas.UnitFundsList)
 def list_unit_funds():
-    """The funds of every unit the account ever gave money to."""
-    principal = _finance_reader()
+    """The funds of every unit the account ever gave money to (a unit administrator: of
+    their own units)."""
+    principal = require(Permission.READ_UNIT_FUNDS)
+    only = None if allows(principal, Permission.VIEW_FINANCE) else principal.unit_ids
     with _uow() as uow:
-        return {"items": handlers.all_unit_funds(uow, principal.account_id)}
+        return {"items": handlers.all_unit_funds(uow, principal.account_id, only=only)}
 
 
 # --- the low-balance warning --------------------------------------------------------------

@@ -139,14 +139,42 @@ def test_money_reserved_for_a_units_order_cannot_be_returned(customer, consumer,
 @pytest.mark.parametrize("role, status", [("admin", 201), ("finance", 201),
                                           ("unit_admin", 403), ("limited", 403)])
 def test_only_admins_and_finance_move_unit_funds(login, role, status):
-    caller = login(role)
+    caller = login(role, unit_ids=(UNIT,))
     if status == 201:
         caller.deposit_card(1_000)
-    response = allocate(caller, 100)
-    assert response.status_code == status
-    if status == 403:
-        assert response.json["missing_permission"] == "deposit_funds"
-        assert caller.get("/units/funds").status_code == 403
+    for response in (allocate(caller, 100), give_back(caller, 1)):
+        assert response.status_code == status
+        if status == 403:
+            assert response.json["missing_permission"] == "deposit_funds"
+    if role == "limited":
+        for path in ("/units/funds", f"/units/{UNIT}/funds"):
+            response = caller.get(path)
+            assert response.status_code == 403
+            assert response.json["missing_permission"] == "read_unit_funds"
+
+
+def test_a_unit_admin_reads_their_own_units_funds_only(customer, login):
+    """design/roles.md: their units' funds, read only (another unit's: 404)."""
+    allocate(customer, 1_000)
+    allocate(customer, 2_000, OTHER_UNIT)
+    third = str(uuid.uuid4())
+    allocate(customer, 300, third)
+    lead = login("unit_admin", customer.account_id, unit_ids=(UNIT, third))
+    assert unit(lead) == (1_000, 0)
+    assert unit(lead, third) == (300, 0)
+    refused = lead.get(f"/units/{OTHER_UNIT}/funds")
+    assert refused.status_code == 404
+    assert refused.headers["Content-Type"].startswith("application/problem+json")
+    assert {(i["unit_id"], i["available_cents"]) for i in lead.get("/units/funds").json[
+        "items"]} == {(UNIT, 1_000), (third, 300)}
+    nobody = login("unit_admin", customer.account_id)  # a unit administrator of no unit
+    assert nobody.get("/units/funds").json["items"] == []
+    # another account's unit administrator of the same unit id sees their own zeros
+    stranger = login("unit_admin", unit_ids=(UNIT,))
+    assert unit(stranger) == (0, 0)
+    # read only: the account's money stays out of reach
+    for path in ("/balance", "/transactions", "/deposits"):
+        assert lead.get(path).status_code == 403, path
 
 
 @pytest.mark.parametrize("unit_id", ["-starts-with-dash", "has space", "x" * 37, "a.b"])
