@@ -106,14 +106,16 @@ class Revocations:
         """Why a token with these (verified) claims is revoked, or None when it is not."""
         with self._lock:
             now = self._clock()
-            session_id = claims.get("sid")
-            if session_id and self._sessions.get(session_id, 0) > now:
-                return "the sign-in session of this token has ended"
             entry = self._users.get(str(claims.get("sub")))
-            if entry is None or entry[1] <= now:
-                return None
-            access = entry[0]
-        if not access.active:
+            access = entry[0] if entry is not None and entry[1] > now else None
+            session_id = claims.get("sid")
+            session_ended = bool(session_id) and self._sessions.get(session_id, 0) > now
+        if access is not None and not access.active:
+            return "the user has been deactivated"
+        if session_ended:
+            return "the sign-in session of this token has ended"
+        if access is None:
+            return None
             return "the user has been deactivated"
         # ``iat`` is in whole seconds: only a token issued in an earlier second is surely
         # older than the change; one of the same second is judged by its claims.
