@@ -7,7 +7,7 @@ PACKAGES := shared deploy services/identity services/orders services/ca-signer s
 STAMP := $(VENV)/.chancery-installed
 DEV_STAMP := $(VENV)/.chancery-dev-installed
 
-.PHONY: help venv dev-venv system-packages run up down status test test-stress test-unit test-e2e lint compose lock clean bench-crl bench-signer bench-ledger bench-audit bench-relay chaos bench
+.PHONY: help venv dev-venv system-packages run up down status test test-stress test-unit test-e2e lint compose lock clean bench-crl bench-signer bench-ledger bench-audit bench-relay bench-revocation chaos bench
 
 help:
 	@echo "make run     - embedded Chancery on http://127.0.0.1:$${CHANCERY_PORT:-8080} (SQLite, in-memory bus)"
@@ -95,6 +95,11 @@ bench-ledger: dev-venv system-packages
 # ports for the run (stopped at the end); 5,000 messages a run, about 1-2 minutes.
 bench-relay: dev-venv system-packages
 	$(BIN)/python shared/bench_relay.py
+
+# Deactivation → refusal by orders through the gateway of the distributed stack (both
+# gunicorn workers), 20 samples; median, p95, max. About a minute.
+bench-revocation: dev-venv system-packages
+	$(BIN)/python bench/bench_revocation.py
 
 # Fault runs on their own distributed stack: 500 orders while RabbitMQ, a signer worker,
 # PostgreSQL and the orders relay are killed and restarted; also part of `make test`.

@@ -72,6 +72,8 @@ class EmbeddedChancery:
                 service.bootstrap_dev()
         for service in self.services.values():
             self._spawn(f"{service.name}-relay", service.relay().run, self._stop)
+            self._spawn(f"{service.name}-revocations",
+                        service.revocation_listener().run_until, self._stop)
             for consumer in service.consumers(prefetch=1):
                 self._spawn(f"{service.name}-{consumer.queue}", consumer.run_until, self._stop)
             for number, job in enumerate(service.background_jobs()):

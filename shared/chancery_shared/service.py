@@ -24,8 +24,10 @@ from sqlalchemy import MetaData
 
 from chancery_shared import config as cfg
 from chancery_shared import db, migrations
+from chancery_shared.auth import revocations
 from chancery_shared.auth.tokens import TokenVerifier, http_jwks_fetcher
 from chancery_shared.messaging import broker
+from chancery_shared.messaging.broadcast import BroadcastListener
 from chancery_shared.messaging.consumer import Handler, MessageConsumer
 from chancery_shared.messaging.relay import OutboxRelay
 from chancery_shared.messaging.tables import MessagingTables
@@ -80,6 +82,8 @@ class Service:
         self.session_factory = db.make_session_factory(self.engine)
         self.relay_wakeup = threading.Event()
         self._verifier: TokenVerifier | None = None
+        # what identity revoked since this process started; fed by revocation_listener()
+        self.revocations = revocations.Revocations()
         self.idempotency = IdempotencyKeys(self.uow, self.messaging.idempotency)
 
     # --- what subclasses provide --------------------------------------------------------
@@ -112,8 +116,18 @@ class Service:
         if self._verifier is None:
             fetch = self.runtime.jwks_fetcher or http_jwks_fetcher(self.platform.jwks_url)
             self._verifier = TokenVerifier(fetch, issuer=self.platform.token_issuer,
-                                           audience=self.platform.token_audience)
+                                           audience=self.platform.token_audience,
+                                           revocations=self.revocations)
         return self._verifier
+
+    def revocation_listener(self) -> BroadcastListener:
+        """What feeds this process's deny list: identity's session-ended and user events,
+        on a queue of this process's own (every HTTP worker must hear every one). The
+        hosts of the HTTP app run it: ``wsgi.create_app`` in each gunicorn worker, the
+        embedded process once per service."""
+        return BroadcastListener(self.platform.broker_url, revocations.ROUTING_KEYS,
+                                 self.revocations.apply,
+                                 purpose=f"{self.name.replace('-', '_')}.revocations")
 
     def create_app(self) -> Flask:
         app = create_app(

@@ -12,4 +12,8 @@ from chancery_shared import service as services
 def create_app(name: str) -> Flask:
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return services.build(name).create_app()
+    service = services.build(name)
+    app = service.create_app()
+    # gunicorn calls this in each worker (no preload), so each worker hears revocations
+    service.revocation_listener().start(name=f"{name}-revocations")
+    return app

@@ -267,7 +267,7 @@ def update_user(uow: UnitOfWork, principal: Principal, context: Context, user_id
     user.updated_at = now
     actor = _actor_name(context)
     if active_changes and not user.active:
-        ended = end_sessions(uow, user.id, now, "deactivated")
+        ended = end_sessions(uow, user, context, now, "deactivated")
         event = "identity.user.deactivated"
         summary = (f"{actor} deactivated {user.describe()}"
                    + (f" and ended {ended} sign-in session(s)" if ended else ""))
@@ -350,7 +350,8 @@ def change_password(uow_factory: Callable[[], UnitOfWork], passwords: Passwords,
         assert new_hash is not None
         user.password_hash, user.password_changed_at, user.updated_at = new_hash, now, now
         user.failed_logins = 0
-        ended = end_sessions(uow, user.id, now, "password_changed", keep=principal.session_id)
+        ended = end_sessions(uow, user, context, now, "password_changed",
+                             keep=principal.session_id)
         uow.event("identity.user.password_changed", context, subject=("user", user.id),
                   summary=f"{user.name} changed their password"
                           + (f" and ended {ended} other sign-in session(s)" if ended else ""),

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from chancery_shared import config as cfg
+from chancery_shared.auth.revocations import MAX_ACCESS_TOKEN_SECONDS
 from chancery_shared.messaging.envelope import Actor, utcnow
 from chancery_shared.service import BackgroundJob, Runtime, Service
 from chancery_shared.web import api_browser
@@ -41,10 +42,12 @@ def _profile(raw: str) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class IdentitySettings:
-    # access tokens are not revocable: their lifetime bounds how long a deactivation or
-    # a role change takes to reach the other services
+    # every service refuses a revoked token as soon as it hears identity's event; the
+    # lifetime bounds what a process that missed the event (it was starting, or cut off
+    # from the broker) accepts. The verifiers keep their deny lists as long as the longest
+    # lifetime allowed here.
     access_token_seconds: int = cfg.setting("CHANCERY_ACCESS_TOKEN_SECONDS", 600,
-                                            _bounded(60, 3600))
+                                            _bounded(60, MAX_ACCESS_TOKEN_SECONDS))
     session_hours: int = cfg.setting("CHANCERY_SESSION_HOURS", 10, _bounded(1, 24 * 30))
     key_rotation_days: int = cfg.setting("CHANCERY_TOKEN_KEY_ROTATION_DAYS", 30,
                                          _bounded(1, 3650))

@@ -23,7 +23,7 @@ from chancery_shared.auth.tokens import Principal
 from chancery_shared.messaging.envelope import Actor, Context, isoformat
 from chancery_shared.messaging.unit_of_work import UnitOfWork
 from chancery_shared.web.problems import Problem, Unauthenticated
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select
 
 from chancery_identity.credentials import (
     TokenIssuer,
@@ -329,16 +329,32 @@ def logout(uow: UnitOfWork, principal: Principal, ip: str | None, now: datetime)
         uow.commit()
 
 
-def end_sessions(uow: UnitOfWork, user_id: str, now: datetime, reason: str,
+def end_sessions(uow: UnitOfWork, user: User, context: Context, now: datetime, reason: str,
                  keep: str | None = None) -> int:
-    """End every live session of a user (but ``keep``); how many ended."""
-    query = (update(SignInSession)
-             .where(SignInSession.user_id == user_id, SignInSession.ended_at.is_(None),
+    """End every live session of a user (but ``keep``); how many ended.
+
+    Each ends with an ``identity.session.ended`` event: every service refuses that
+    session's access tokens as soon as it hears it (``chancery_shared.auth.revocations``).
+    """
+    query = (select(SignInSession)
+             .where(SignInSession.user_id == user.id, SignInSession.ended_at.is_(None),
                     SignInSession.expires_at > now)
-             .values(ended_at=now, end_reason=reason))
+             .order_by(SignInSession.created_at).with_for_update())
     if keep is not None:
         query = query.where(SignInSession.id != keep)
-    return uow.session.execute(query).rowcount or 0
+    why = {"deactivated": "the user was deactivated",
+           "password_changed": "the password was changed"}.get(reason, reason)
+    ended = 0
+    for session in uow.session.execute(query).scalars():
+        if not session.end(now, reason):
+            continue
+        ended += 1
+        uow.event("identity.session.ended", context, subject=("user", user.id),
+                  summary=f"Sign-in session {session.id} of {user.describe()} ended: {why}",
+                  data={"user_id": user.id, "email": user.email, "method": "password",
+                        "reason": reason, "session_id": session.id,
+                        "unit_ids": user.unit_ids})
+    return ended
 
 
 def caller(uow: UnitOfWork, principal: Principal, now: datetime) -> Principal:

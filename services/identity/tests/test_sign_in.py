@@ -253,6 +253,22 @@ def test_changing_the_password_ends_the_other_sessions(service, client, people):
     assert sign_in(client, "limited_emea@example.com", "new-lantern-quietly-7").status_code == 201
     event = outbox(service, "identity.user.password_changed")[-1]
     assert event["data"]["sessions_ended"] == 2  # the other one and the fixture's
+    # each ended session is announced, so every service refuses its tokens at once
+    ended = [e for e in outbox(service, "identity.session.ended")
+             if e["data"]["reason"] == "password_changed"]
+    assert len(ended) == 2 and other["session_id"] in {e["data"]["session_id"] for e in ended}
+    assert mine["session_id"] not in {e["data"]["session_id"] for e in ended}
+
+
+def test_deactivation_announces_each_session_it_ends(service, client, people):
+    sessions = {sign_in(client, "limited_emea@example.com").get_json()["session_id"]
+                for _ in range(2)}
+    assert people.patch("admin", "limited_emea", {"active": False}).status_code == 200
+    ended = [e for e in outbox(service, "identity.session.ended")
+             if e["data"]["reason"] == "deactivated"]
+    assert sessions <= {e["data"]["session_id"] for e in ended}
+    assert {e["data"]["user_id"] for e in ended} == {people.ids["limited_emea"]}
+    assert all(e["actor"]["user_id"] == people.ids["admin"] for e in ended)
 
 
 @pytest.mark.parametrize("current, new, status, field", [

@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import jwt
 
@@ -56,12 +56,25 @@ class Principal:
 
 
 class InvalidToken(Exception):
-    """The token is not acceptable; the message is safe to show."""
+    """The token is not acceptable; the message is safe to show, ``code`` names why."""
+
+    def __init__(self, message: str, code: str = "unauthenticated"):
+        super().__init__(message)
+        self.code = code
+
+
+class RevocationCheck(Protocol):
+    def refusal(self, claims: dict[str, Any]) -> str | None: ...
 
 
 class TokenVerifier:
+    """Verifies access tokens: signature, claims, and — with ``revocations`` — that
+    identity has not revoked them since (``chancery_shared.auth.revocations``)."""
+
     def __init__(self, fetch_jwks: Callable[[], dict[str, Any]], *, issuer: str, audience: str,
-                 leeway_seconds: int = 5, refetch_interval: float = 10.0):
+                 leeway_seconds: int = 5, refetch_interval: float = 10.0,
+                 revocations: RevocationCheck | None = None):
+        self.revocations = revocations
         self._fetch = fetch_jwks
         self._issuer = issuer
         self._audience = audience
@@ -114,6 +127,11 @@ class TokenVerifier:
             raise InvalidToken("invalid token") from exc
         if claims.get("typ") not in (None, "access"):
             raise InvalidToken("not an access token")
+        if self.revocations is not None:
+            reason = self.revocations.refusal(claims)
+            if reason is not None:
+                raise InvalidToken(f"the access token has been revoked: {reason}; sign in "
+                                   "again", code="token_revoked")
         try:
             return Principal.from_claims(claims)
         except (KeyError, TypeError) as exc:

@@ -174,7 +174,7 @@ def create_app(*, service: str, api_name: str, title: str, description: str,
                 g.principal = verifier.verify(header[7:].strip())
             except InvalidToken as exc:
                 if not open_route:
-                    raise Unauthenticated(str(exc)) from exc
+                    raise Unauthenticated(str(exc), code=exc.code) from exc
         if g.principal is None and view is not None and not open_route:
             raise Unauthenticated("a valid bearer token is required")
 
